@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Creates venv_mlx/ with the right MLX build for this machine, plus (by default) the PyTorch side.
+#
+#   ./setup_mlx.sh            MLX + PyTorch/transformers (both handlers, converter, benchmarks)
+#   ./setup_mlx.sh --mlx-only MLX inference only (no torch, no transformers)
+#   ./setup_mlx.sh --dev      everything above plus the test tools
+#
+# Safe to run again: an existing venv_mlx/ is reused and pip only installs what is missing.
+# Environment: PYTHON=python3.12 picks the interpreter; VENV_DIR=path moves the venv;
+#              MLX_BACKEND=cpu|cuda13|metal overrides the platform detection.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+venv="${VENV_DIR:-venv_mlx}"
+python="${PYTHON:-python3}"
+with_torch=1
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --mlx-only) with_torch=0 ;;
+    --dev) dev=1 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+trap 'die "step failed at line $LINENO (see the output above)"' ERR
+
+command -v "$python" >/dev/null || die "'$python' not found; install Python 3.10+ or set PYTHON=/path/to/python3"
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || die "Python 3.10 or newer is needed; '$python' is $("$python" -c 'import platform; print(platform.python_version())')"
+
+# Which MLX build: Metal on Apple silicon, CUDA 13 on Linux with an NVIDIA GPU, CPU otherwise.
+os="$(uname -s)"; arch="$(uname -m)"
+backend="${MLX_BACKEND:-}"
+if [ -z "$backend" ]; then
+  if [ "$os" = Darwin ]; then
+    [ "$arch" = arm64 ] || die "MLX on macOS needs Apple silicon (arm64); this Mac is $arch"
+    backend=metal
+  elif [ "$os" = Linux ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    backend=cuda13
+  else
+    backend=cpu
+  fi
+fi
+case "$backend" in
+  metal) mlx_req="mlx" ;;
+  cuda13) mlx_req="mlx[cuda13]" ;;
+  cpu) mlx_req="mlx[cpu]" ;;
+  *) die "MLX_BACKEND must be metal, cuda13 or cpu (got '$backend')" ;;
+esac
+say "platform $os/$arch -> MLX backend: $backend ($mlx_req)"
+
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv/ with $("$python" --version 2>&1)"
+  "$python" -m venv "$venv" || die "could not create $venv/ (on Debian/Ubuntu: apt-get install python3-venv)"
+else
+  say "reusing $venv/"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+
+say "installing MLX and the inference requirements"
+"${pip[@]}" "$mlx_req" -r requirements-mlx.txt
+if [ "$with_torch" = 1 ]; then
+  # torch==2.13.0 exactly: on Linux CPU machines this is the CPU wheel; anything looser pulls CUDA packages.
+  say "installing PyTorch side (torch==2.13.0, transformers)"
+  "${pip[@]}" -r requirements-torch.txt
+fi
+if [ "$dev" = 1 ]; then
+  say "installing test tools"
+  "${pip[@]}" -r requirements-dev.txt
+fi
+
+trap - ERR
+"$venv/bin/python" - <<'PY' || die "MLX does not import or run in the new environment"
+import mlx.core as mx
+x = mx.ones((2, 2)) @ mx.ones((2, 2))
+mx.eval(x)
+print(f"[setup] mlx {mx.__version__}, default device {mx.default_device()}")
+try:
+    import torch, transformers
+    print(f"[setup] torch {torch.__version__} (cuda: {torch.cuda.is_available()}), transformers {transformers.__version__}")
+except ImportError:
+    print("[setup] torch/transformers not installed (--mlx-only)")
+PY
+say "done. Activate with: source $venv/bin/activate"
