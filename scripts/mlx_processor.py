@@ -1,0 +1,202 @@
+"""Images in, text out: the MLX TrOCR processor.
+
+`load_mlx_processor(path)` reads a converted model folder (see convert_trocr_to_mlx.py):
+    config.json, model.safetensors (or weights.npz), generation_config.json,
+    processor/tokenizer.json, processor/tokenizer_config.json, processor/preprocessor_config.json.
+Preprocessing reproduces transformers' ViTImageProcessor (PIL resize, rescale, normalize); tokens are
+decoded with the `tokenizers` library. Neither torch nor transformers is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import mlx.core as mx
+import numpy as np
+from PIL import Image
+
+from decoding import GenerationConfig, Generated, generate_tokens
+from image_io import ImageLike, load_image
+from mlx_models import TrOCR, load_model
+
+DEFAULT_MAX_LENGTH = 64
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class ImagePreprocessor:
+    """transformers' ViTImageProcessor (PIL backend), numerically: resize -> rescale -> normalize.
+
+    Output is channels-last float32 (B, H, W, 3), the layout MLX convolutions take.
+    """
+
+    def __init__(self, config: dict, image_size: tuple[int, int]):
+        size = config.get("size", {"height": image_size[0], "width": image_size[1]})
+        if isinstance(size, int):  # the hub's older layout: "size": 384
+            size = {"height": size, "width": size}
+        if "height" not in size or "width" not in size:
+            raise ValueError(f"preprocessor size {size} is not supported (expected height/width)")
+        self.size = (int(size["height"]), int(size["width"]))
+        self.do_resize = config.get("do_resize", True)
+        self.resample = Image.Resampling(config.get("resample", 2))
+        self.do_rescale = config.get("do_rescale", True)
+        self.rescale_factor = config.get("rescale_factor", 1 / 255)
+        self.do_normalize = config.get("do_normalize", True)
+        self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+        self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
+        if self.do_resize and self.size != tuple(image_size):
+            raise ValueError(f"preprocessor size {self.size} differs from the model's image_size {image_size}")
+
+    def __call__(self, images: Sequence[ImageLike]) -> np.ndarray:
+        return np.stack([self.one(img) for img in images])
+
+    def one(self, image: ImageLike) -> np.ndarray:
+        img = load_image(image, "RGB")
+        if self.do_resize and img.size != (self.size[1], self.size[0]):
+            img = img.resize((self.size[1], self.size[0]), resample=self.resample)
+        arr = np.asarray(img)
+        if self.do_rescale:
+            # transformers rescales in float64, then casts to float32
+            arr = (arr.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        else:
+            arr = arr.astype(np.float32)
+        if self.do_normalize:
+            arr = (arr - self.mean) / self.std
+        return arr.astype(np.float32)
+
+
+class TextDecoder:
+    """Token ids -> text with the checkpoint's tokenizer.json (tokenizers library)."""
+
+    def __init__(self, processor_dir: Path):
+        from tokenizers import Tokenizer
+
+        path = processor_dir / "tokenizer.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; re-run convert_trocr_to_mlx.py to write the tokenizer")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        cfg = _read_json(processor_dir / "tokenizer_config.json")
+        self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return clean_up_tokenization(text) if self.clean_up_spaces else text
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+
+def clean_up_tokenization(text: str) -> str:
+    """transformers' clean_up_tokenization (applied when the tokenizer config asks for it)."""
+    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                 (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(a, b)
+    return text
+
+
+class MLXTrOCRProcessor:
+    """A converted TrOCR model with its image preprocessing, tokenizer and generation defaults."""
+
+    def __init__(self, model: TrOCR, preprocessor: ImagePreprocessor, text: TextDecoder,
+                 generation: GenerationConfig, path: Optional[Path] = None):
+        self.model = model
+        self.preprocessor = preprocessor
+        self.text = text
+        self.generation_config = generation
+        self.path = path
+
+    # -- transformers-like pieces -----------------------------------------------------------------
+    def __call__(self, images, return_tensors: str = "mlx") -> dict:
+        if isinstance(images, (str, Path, Image.Image, np.ndarray)) and not (
+            isinstance(images, np.ndarray) and images.ndim == 4
+        ):
+            images = [images]
+        pixels = self.preprocessor(images)
+        if return_tensors == "mlx":
+            return {"pixel_values": mx.array(pixels)}
+        if return_tensors == "np":
+            return {"pixel_values": pixels}
+        raise ValueError(f"return_tensors must be 'mlx' or 'np', got {return_tensors!r}")
+
+    def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Images -> normalised (B, H, W, 3) float32; safe to call from a background thread."""
+        return self.preprocessor(images)
+
+    def generation_options(self, **overrides) -> GenerationConfig:
+        return self.generation_config.updated(**overrides)
+
+    def generate(self, pixel_values, return_scores: bool = False, **gen):
+        """Token ids (start token first) for each image; with return_scores, also mean log-probs."""
+        pixel_values = pixel_values if isinstance(pixel_values, mx.array) else mx.array(np.asarray(pixel_values))
+        out: Generated = generate_tokens(self.model, pixel_values, self.generation_options(**gen))
+        return (out.sequences, out.scores) if return_scores else out.sequences
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+        if isinstance(sequences, mx.array):
+            sequences = np.array(sequences).tolist()
+        return [self.text.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
+
+    # -- images in, text out ---------------------------------------------------------------------
+    def process_image(self, image: ImageLike, max_length: Optional[int] = None, temperature: float = 1.0,
+                      return_score: bool = False, **gen):
+        """OCR one text-line image. Greedy unless do_sample=True (temperature only matters then)."""
+        result = self.process_batch([image], batch_size=1, show_progress=False, max_length=max_length,
+                                    temperature=temperature, return_scores=return_score, **gen)
+        return result[0]
+
+    def process_batch(self, images: Sequence[ImageLike], batch_size: int = 8, show_progress: bool = True,
+                      max_length: Optional[int] = None, temperature: float = 1.0, return_scores: bool = False,
+                      **gen):
+        """OCR many images, `batch_size` at a time. Returns texts (or (text, score) pairs).
+
+        Results equal those of the same images one by one. With num_return_sequences > 1 each entry is a
+        list of that many alternatives.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        cfg = self.generation_options(max_length=max_length, temperature=temperature, **gen)
+        images = list(images)
+        results = []
+        bar = None
+        if show_progress and len(images) > batch_size:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(images), desc="OCR", unit="line")
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            pixels = mx.array(self.preprocess(chunk))
+            out = generate_tokens(self.model, pixels, cfg)
+            texts = self.batch_decode(out.sequences)
+            items = list(zip(texts, out.scores)) if return_scores else texts
+            k = cfg.num_return_sequences
+            if k > 1:
+                items = [items[i:i + k] for i in range(0, len(items), k)]
+            results.extend(items)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return results
+
+
+def load_mlx_processor(path, dtype: Optional[str] = None) -> MLXTrOCRProcessor:
+    """Load a converted MLX TrOCR folder. `dtype` casts the weights (float32 / float16 / bfloat16)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: model folder not found (convert one with scripts/convert_trocr_to_mlx.py)")
+    model = load_model(path, dtype=dtype)
+    processor_dir = path / "processor"
+    if not processor_dir.is_dir():
+        raise FileNotFoundError(f"{processor_dir}: missing; re-run convert_trocr_to_mlx.py to write the processor")
+    preprocessor = ImagePreprocessor(_read_json(processor_dir / "preprocessor_config.json"),
+                                     model.config.encoder.image_size)
+    gen = {"max_length": DEFAULT_MAX_LENGTH,
+           "decoder_start_token_id": model.config.decoder_start_token_id,
+           "eos_token_id": model.config.eos_token_id,
+           "pad_token_id": model.config.pad_token_id}
+    gen.update({k: v for k, v in _read_json(path / "generation_config.json").items() if v is not None})
+    return MLXTrOCRProcessor(model, preprocessor, TextDecoder(processor_dir), GenerationConfig.from_dict(gen), path)
