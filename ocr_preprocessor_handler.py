@@ -30,7 +30,7 @@ INPUT_PATH = "examples/filled_form_scan_raw.jpg"  # an image file or a folder of
 OUTPUT_PATH = "outputs/preprocessed"  # a file (for one single-page input) or a folder
 METHOD = "sauvola"  # "otsu", "adaptive" or "sauvola"
 DENOISE = False  # non-local-means denoising before binarization (slower; for noisy phone photos)
-DENOISE_STRENGTH = 10.0  # higher removes more noise and more fine detail
+DENOISE_STRENGTH = None  # None: matched to the noise measured on the page; else a number (~5-40)
 DESKEW = True
 MAX_SKEW_DEG = 5.0  # largest rotation the deskew step searches for
 SAUVOLA_WINDOW = 25  # pixels; about the height of a handwritten letter at 200-300 dpi
@@ -47,8 +47,19 @@ def to_gray(image: ImageLike) -> np.ndarray:
     return np.asarray(load_image(image, mode="L"))
 
 
-def denoise_image(gray: np.ndarray, strength: float = DENOISE_STRENGTH) -> np.ndarray:
-    return cv2.fastNlMeansDenoising(gray, None, h=float(strength), templateWindowSize=7, searchWindowSize=21)
+def estimate_noise(gray: np.ndarray) -> float:
+    """Standard deviation of the pixel noise (Immerkaer's fast estimator: mean absolute response to
+    a Laplacian-difference kernel that cancels smooth structure)."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    response = cv2.filter2D(gray.astype(np.float64), -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6)
+
+
+def denoise_image(gray: np.ndarray, strength: Optional[float] = DENOISE_STRENGTH) -> np.ndarray:
+    """Non-local-means denoising. The filter strength works best close to the noise's standard
+    deviation, so by default it is measured rather than fixed."""
+    h = estimate_noise(gray) if strength is None else strength
+    return cv2.fastNlMeansDenoising(gray, None, h=float(max(h, 3.0)), templateWindowSize=7, searchWindowSize=21)
 
 
 # ---- Binarization: ink is 0 (black), paper 255 (white) -------------------------------------------
@@ -126,7 +137,7 @@ def deskew_image(gray: np.ndarray, max_angle: float = MAX_SKEW_DEG) -> Tuple[np.
 # ---- The pipeline ----------------------------------------------------------------------------
 
 def preprocess_page(image: ImageLike, method: str = METHOD, denoise: bool = DENOISE, deskew: bool = DESKEW,
-                    max_skew: float = MAX_SKEW_DEG, denoise_strength: float = DENOISE_STRENGTH) -> Image.Image:
+                    max_skew: float = MAX_SKEW_DEG, denoise_strength: Optional[float] = DENOISE_STRENGTH) -> Image.Image:
     """A scanned page -> binarized PIL "L" image (ink 0, paper 255)."""
     if method not in METHODS:
         raise ValueError(f"unknown binarization method {method!r}; choose one of {', '.join(METHODS)}")
@@ -183,7 +194,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "(local Gaussian mean), sauvola (local mean and contrast; uneven lighting, faint ink)")
     parser.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=DENOISE,
                         help="non-local-means denoising before binarization")
-    parser.add_argument("--denoise-strength", type=float, default=DENOISE_STRENGTH)
+    parser.add_argument("--denoise-strength", type=float, default=DENOISE_STRENGTH,
+                        help="non-local-means filter strength; default: the noise level measured on the page")
     parser.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=DESKEW,
                         help="detect and undo a small page rotation")
     parser.add_argument("--max-skew", type=float, default=MAX_SKEW_DEG, help="largest rotation searched, degrees")
