@@ -31,8 +31,16 @@ BAD = {"trunc.png": "truncated", "empty.png": "empty file", "text.png": "not an 
 
 
 @pytest.fixture(scope="session")
-def mlx_model(tiny_model):
-    return tiny_model[1]
+def mlx_model(request, tmp_path_factory):
+    """The converted tiny MLX model: conftest's shared `tiny_model` when there is one, else our own."""
+    try:
+        return request.getfixturevalue("tiny_model")[1]
+    except pytest.FixtureLookupError:
+        from convert_trocr_to_mlx import convert
+        from hf_fixtures import make_model, save_checkpoint
+
+        root = tmp_path_factory.mktemp("batch_tiny_model")
+        return convert(save_checkpoint(make_model("base"), root / "hf"), root / "mlx", verbose=False)
 
 
 def _noise(rng, h=24, w=72):
