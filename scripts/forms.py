@@ -193,6 +193,8 @@ class AlignConfig:
     blur_sigma: float = 2.0  # of the full-resolution images; spreads thin lines so ECC has slope
     iterations: int = 100
     epsilon: float = 1e-5
+    # Pixels around the outlines' bounding box that registration against the outlines looks at.
+    roi_margin: int = 40
     # Below this ECC correlation (0-1) the registration is not trusted.
     min_score: float = 0.3
     # Sanity limits on the found transform: scanners do not rotate or rescale a page wildly.
@@ -366,6 +368,11 @@ def align_page(scan: ImageLike, template: ImageLike, reference: Optional[ImageLi
     # Initial guess: the scan is the same page at some other resolution (matched on width).
     sx = scan_gray.shape[1] / tw
     init = np.diag([sx, sx, 1.0])
+    # Against the outlines alone, only the boxes' area is compared: printed headers, logos and notes
+    # elsewhere on the scan are not in the structure image and pull ECC into false optima.
+    x0, y0, x1, y1 = _structure_roi(ref_gray, config.roi_margin) if reference is None else (0, 0, tw, th)
+    ref_roi = ref_gray[y0:y1, x0:x1]
+    offset = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # ROI pixels -> template pixels
 
     failures = []
     if scan_gray.std() < 1.0:
@@ -375,7 +382,7 @@ def align_page(scan: ImageLike, template: ImageLike, reference: Optional[ImageLi
             try:
                 if method == "ecc":
                     method = f"ecc-{config.motion}"
-                    matrix = _ecc(ref_gray, scan_gray, init, config)
+                    matrix = _ecc(ref_roi, scan_gray, init @ offset, config) @ np.linalg.inv(offset)
                 elif method == "orb":
                     method = "orb-homography"
                     matrix = _orb(ref_gray, scan_gray, config)
@@ -385,7 +392,7 @@ def align_page(scan: ImageLike, template: ImageLike, reference: Optional[ImageLi
                 failures.append(f"{method}: failed ({_cv_reason(e)})")
                 continue
             problem = _plausible(matrix, init, config)
-            score = ecc_score(ref_gray, scan_gray, matrix, config.blur_sigma)
+            score = ecc_score(ref_roi, scan_gray, matrix @ offset, config.blur_sigma)
             if problem is None and score < config.min_score:
                 problem = f"correlation {score:.2f} below {config.min_score}"
             if problem is None:
@@ -396,8 +403,16 @@ def align_page(scan: ImageLike, template: ImageLike, reference: Optional[ImageLi
     if strict:
         raise AlignmentError(message)
     warnings.warn(message + "; using the unaligned page", stacklevel=2)
-    score = ecc_score(ref_gray, scan_gray, init, config.blur_sigma) if scan_gray.std() >= 1.0 else float("nan")
+    score = ecc_score(ref_roi, scan_gray, init @ offset, config.blur_sigma) if scan_gray.std() >= 1.0 else float("nan")
     return Alignment(init, "identity", score, _warp(scan_gray, init, tmpl_size), ok=False, message=message)
+
+
+def _structure_roi(structure: np.ndarray, margin: int) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the outlines' bounding box grown by `margin`, clipped to the image."""
+    ys, xs = np.nonzero(structure < 128)
+    h, w = structure.shape
+    return (max(int(xs.min()) - margin, 0), max(int(ys.min()) - margin, 0),
+            min(int(xs.max()) + 1 + margin, w), min(int(ys.max()) + 1 + margin, h))
 
 
 def _warp(scan_gray: np.ndarray, matrix: np.ndarray, size: Tuple[int, int]) -> Image.Image:
