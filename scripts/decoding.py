@@ -73,9 +73,11 @@ class GenerationConfig:
         return self.max_length if self.max_length is not None else 20
 
     def min_total_length(self, start_len: int = 1) -> int:
+        """transformers applies MinLength and MinNewTokens processors both: the stricter one wins."""
+        total = self.min_length or 0
         if self.min_new_tokens is not None:
-            return start_len + self.min_new_tokens
-        return self.min_length
+            total = max(total, start_len + self.min_new_tokens)
+        return total
 
 
 @dataclass
@@ -147,35 +149,65 @@ def sampling_warpers(logits: mx.array, cfg: GenerationConfig) -> mx.array:
 # --------------------------------------------------------------------------------------------------
 
 
-def _next_token_logits(model, tokens, cross_kv, cache, offset):
-    return model.decoder(tokens, cross_kv, cache=cache, offset=offset)[:, -1, :].astype(mx.float32)
+def use_compiled_step() -> bool:
+    """Compile the decoder step? Yes on a GPU (it removes per-op host overhead, which is what bounds
+    small-batch decoding there). On the CPU the step is compute-bound and MLX compiles fused CPU kernels
+    with the system C++ compiler (seconds per new shape), so plain graphs are used.
+    Override with TROCR_MLX_COMPILE=0/1."""
+    import os
+
+    flag = os.environ.get("TROCR_MLX_COMPILE")
+    if flag is not None:
+        return flag not in ("0", "false", "no", "")
+    return mx.default_device().type == mx.gpu
+
+
+def _encode_for_generation(model, pixel_values: mx.array, copies: int):
+    memory = model.encode(pixel_values)
+    cross_kv = model.decoder.cross_kv(memory)
+    if copies > 1:  # project once per image, then repeat per returned sequence / beam
+        cross_kv = [(mx.repeat(k, copies, axis=0), mx.repeat(v, copies, axis=0)) for k, v in cross_kv]
+    return memory.shape[0] * copies, cross_kv
 
 
 def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generated:
-    """Greedy (or, with do_sample, multinomial) decoding of a batch of images."""
+    """Greedy (or, with do_sample, multinomial) decoding of a batch of images.
+
+    Everything per token stays on the device: the next tokens feed the next step directly, finished rows
+    are padded on the device, and the "all rows finished" flag is read one step late, after the next
+    step has been queued with `mx.async_eval`, so the host never waits for the device in the loop.
+    (no_repeat_ngram_size needs the sequences on the host each step, so it synchronises.)
+    """
     if cfg.num_beams > 1:
         from beam_search import beam_search  # noqa: WPS433 (optional module, issue 3)
 
         return beam_search(model, pixel_values, cfg)
-    memory = model.encode(pixel_values)
-    if cfg.num_return_sequences > 1:
-        memory = mx.repeat(memory, cfg.num_return_sequences, axis=0)
-    cross_kv = model.decoder.cross_kv(memory)
-    batch = memory.shape[0]
+    batch, cross_kv = _encode_for_generation(model, pixel_values, cfg.num_return_sequences)
     total = cfg.total_length()
+    min_total = cfg.min_total_length()
     cache = model.make_cache(batch, total)
+    keys, values = [c.keys for c in cache], [c.values for c in cache]
+    step_fn = model.decode_step(compiled=use_compiled_step())
     key = mx.random.key(cfg.seed) if (cfg.do_sample and cfg.seed is not None) else None
+    host_seqs = cfg.no_repeat_ngram_size > 0
 
-    seqs = np.full((batch, 1), cfg.decoder_start_token_id, dtype=np.int64)
-    logprob_sum = np.zeros(batch, dtype=np.float64)
-    n_generated = np.zeros(batch, dtype=np.int64)
-    unfinished = np.ones(batch, dtype=bool)
-    tokens = mx.array(seqs, dtype=mx.int32)
+    seqs = np.full((batch, 1), cfg.decoder_start_token_id, dtype=np.int64) if host_seqs else None
+    tokens = mx.full((batch, 1), cfg.decoder_start_token_id, dtype=mx.int32)
+    unfinished = mx.ones((batch,), dtype=mx.bool_)
+    logprob_sum = mx.zeros((batch,), dtype=mx.float32)
+    n_generated = mx.zeros((batch,), dtype=mx.int32)
+    generated = []
+    eos_col = None
+    pending_done = None
     for step in range(total - 1):
         cur_len = step + 1
-        logits = _next_token_logits(model, tokens, cross_kv, cache, step)
-        logits = min_length_processor(logits, cur_len, cfg)
-        logits = no_repeat_ngram_processor(logits, seqs, cfg)
+        logits, keys, values = step_fn(tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values)
+        if cur_len < min_total:
+            if eos_col is None:
+                eos_col = (mx.arange(logits.shape[-1]) == cfg.eos_token_id)[None]
+            logits = mx.where(eos_col, NEG_INF, logits)
+        if host_seqs:
+            logits = no_repeat_ngram_processor(logits, seqs, cfg)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         if cfg.do_sample:
             warped = sampling_warpers(logits, cfg)
@@ -187,21 +219,32 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         else:
             nxt = mx.argmax(logits, axis=-1)
         chosen_lp = mx.take_along_axis(logprobs, nxt[:, None], axis=-1)[:, 0]
-        nxt_np = np.array(nxt).astype(np.int64)
-        lp_np = np.array(chosen_lp, dtype=np.float64)
-        nxt_np = np.where(unfinished, nxt_np, cfg.pad_token_id)
-        logprob_sum += np.where(unfinished, lp_np, 0.0)
-        n_generated += unfinished
-        seqs = np.concatenate([seqs, nxt_np[:, None]], axis=1)
-        unfinished &= nxt_np != cfg.eos_token_id
-        if not unfinished.any():
-            break
-        tokens = mx.array(nxt_np[:, None], dtype=mx.int32)
+        nxt = mx.where(unfinished, nxt.astype(mx.int32), cfg.pad_token_id)
+        logprob_sum = logprob_sum + mx.where(unfinished, chosen_lp, 0.0)
+        n_generated = n_generated + unfinished.astype(mx.int32)
+        unfinished = mx.logical_and(unfinished, nxt != cfg.eos_token_id)
+        generated.append(nxt)
+        tokens = nxt[:, None]
+        if host_seqs:
+            seqs = np.concatenate([seqs, np.array(nxt).astype(np.int64)[:, None]], axis=1)
+            if not np.array(unfinished).any():
+                break
+            continue
+        done = mx.logical_not(mx.any(unfinished))
+        mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
+        if pending_done is not None and pending_done.item():
+            break  # every row had finished one step ago; this step only padded
+        pending_done = done
 
+    if seqs is None:
+        body = np.array(mx.stack(generated, axis=1)).astype(np.int64) if generated else np.zeros((batch, 0), np.int64)
+        seqs = np.concatenate([np.full((batch, 1), cfg.decoder_start_token_id, np.int64), body], axis=1)
     sequences = []
     for row in seqs.tolist():
         if cfg.eos_token_id in row[1:]:
             row = row[: row.index(cfg.eos_token_id, 1) + 1]
         sequences.append(row)
-    scores = (logprob_sum / np.maximum(n_generated, 1)).tolist()
+    sums = np.array(logprob_sum, dtype=np.float64)
+    counts = np.array(n_generated).astype(np.int64)
+    scores = (sums / np.maximum(counts, 1)).tolist()
     return Generated(sequences=sequences, scores=scores)

@@ -362,6 +362,12 @@ class KVCache:
         self.keys = self.keys[index]
         self.values = self.values[index]
 
+    @classmethod
+    def from_arrays(cls, keys: mx.array, values: mx.array) -> "KVCache":
+        cache = cls.__new__(cls)
+        cache.keys, cache.values = keys, values
+        return cache
+
 
 class TextDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, cross_dims: int):
@@ -457,6 +463,43 @@ class TrOCR(nn.Module):
         d = self.config.decoder
         head_dim = d.d_model // d.decoder_attention_heads
         return [KVCache(batch, d.decoder_attention_heads, max_len, head_dim, self.dtype) for _ in range(d.decoder_layers)]
+
+    def decode_step(self, compiled: bool = True):
+        """A one-token decoder step in functional form, compiled once per model (and per shape):
+
+            step(tokens (B, 1) int32, offset 0-d int32, cross_kv, keys, values, index=None)
+                -> (next-token logits (B, vocab) float32, keys, values)
+
+        `keys`/`values` are the per-layer cache buffers (see `make_cache`); they go in and come back
+        updated, so the compiled graph holds no hidden state (the mlx-lm pattern, made explicit).
+        `index` (B,) reorders the cache rows first (beam search) inside the same compiled graph.
+        The weights are declared as implicit inputs, so reloading or casting them is picked up.
+        """
+        steps = self.__dict__.get("_decode_steps")
+        if steps is None:
+            decoder = self.decoder
+
+            def step(tokens, offset, cross_kv, keys, values):
+                cache = [KVCache.from_arrays(k, v) for k, v in zip(keys, values)]
+                logits = decoder(tokens, cross_kv, cache=cache, offset=offset)[:, -1, :].astype(mx.float32)
+                return logits, [c.keys for c in cache], [c.values for c in cache]
+
+            def step_reorder(index, tokens, offset, cross_kv, keys, values):
+                return step(tokens, offset, cross_kv, [k[index] for k in keys], [v[index] for v in values])
+
+            steps = {
+                False: (step, step_reorder),
+                True: (mx.compile(step, inputs=decoder), mx.compile(step_reorder, inputs=decoder)),
+            }
+            object.__setattr__(self, "_decode_steps", steps)
+        plain, reorder = steps[bool(compiled)]
+
+        def run(tokens, offset, cross_kv, keys, values, index=None):
+            if index is None:
+                return plain(tokens, offset, cross_kv, keys, values)
+            return reorder(index, tokens, offset, cross_kv, keys, values)
+
+        return run
 
     def __call__(self, pixel_values: mx.array, decoder_input_ids: mx.array) -> mx.array:
         """Teacher-forced logits (B, L, vocab), as transformers' forward with decoder_input_ids."""

@@ -56,8 +56,13 @@ def make_config(variant: str, vocab_size: int = VOCAB, layers: int = 2):
     return cfg
 
 
-def _spread_weights(model, seed: int, std: float = 0.3):
-    """Re-draw every weight matrix with a wider spread, so argmax decisions are far from ties."""
+def _spread_weights(model, seed: int, std: float = 0.3, eos_scale=None):
+    """Re-draw every weight matrix with a wider spread, so argmax decisions are far from ties.
+
+    By default </s> is made unlikely so that decoding runs the full length. With `eos_scale` (a
+    number) the </s> row of the output projection is scaled by it instead, so </s> is reachable
+    (beam-search tests need finished hypotheses: length penalty, early stopping).
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -65,19 +70,25 @@ def _spread_weights(model, seed: int, std: float = 0.3):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
             elif name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        if model.config.decoder.tie_word_embeddings is False:
+        tied = model.config.decoder.tie_word_embeddings is not False
+        if eos_scale is not None:
+            out = model.decoder.model.decoder.embed_tokens if tied else model.decoder.output_projection
+            out.weight[2].mul_(float(eos_scale))
+            return model
+        if not tied:
             # keep </s> unlikely so greedy runs the full length
             model.decoder.output_projection.weight[2].mul_(0.0)
         model.decoder.model.decoder.embed_tokens.weight[2].mul_(0.1)
     return model
 
 
-def make_model(variant: str, seed: int = 0, **kw):
+def make_model(variant: str, seed: int = 0, eos_scale=None, **kw):
+    """A random-weight TrOCR of one variant. `eos_scale`: see _spread_weights (None: </s> unlikely)."""
     from transformers import VisionEncoderDecoderModel
 
     torch.manual_seed(seed)
     model = VisionEncoderDecoderModel(make_config(variant, **kw))
-    return _spread_weights(model, seed).eval()
+    return _spread_weights(model, seed, eos_scale=eos_scale).eval()
 
 
 def write_preprocessor(folder: Path, image_size, legacy: bool = False):
