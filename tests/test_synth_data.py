@@ -1,0 +1,175 @@
+"""synth_data: field values, fonts, rendering, degradation, data sets. Uses only matplotlib's bundled font,
+so it runs the same whether or not the Debian font packages are installed."""
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import synth_data as sd
+
+FALLBACK = sd.FALLBACK_FONT
+
+
+def _values(kind, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return [sd.random_field_value(rng, kind) for _ in range(n)]
+
+
+def test_same_seed_same_values_and_other_seed_differs():
+    assert _values(None, 50, seed=7) == _values(None, 50, seed=7)
+    assert _values(None, 50, seed=7) != _values(None, 50, seed=8)
+
+
+@pytest.mark.parametrize("kind", sd.FIELD_KINDS)
+def test_every_kind_gives_clean_text_in_charset(kind):
+    allowed = set(sd.CHARSET)
+    for value in _values(kind):
+        assert value and value == value.strip() and "  " not in value, repr(value)
+        assert set(value) <= allowed, f"{kind}: {value!r} has {set(value) - allowed}"
+
+
+def test_values_use_every_accented_letter():
+    seen = set("".join(_values(None, 5000, seed=1)))
+    assert set(sd.ACCENTED) <= seen, f"never generated: {set(sd.ACCENTED) - seen}"
+
+
+@pytest.mark.parametrize("kind, pattern", [
+    ("id_number", r"^(NIT\.? |Nit: )?\d{3}\.\d{3}\.\d{3}-\d$"),          # NIT 900.123.456-7
+    ("id_number", r"^1\.0\d{2}\.\d{3}\.\d{3}$"),                         # cédula 1.023.456.789
+    ("amount", r"^\$ \d{1,3}(\.\d{3})+$"),                               # $ 1.234.567
+    ("amount", r"^\d{1,3}(,\d{3})*\.\d{2}$"),                            # 1,234.50
+    ("amount", r"COP"),
+    ("address", r"^(Calle|Cra\.|Carrera) \d+[A-Z]?( Bis)? (#|No\.) \d+[A-Z]?-\d{2}"),  # Calle 26 # 68B-35
+    ("address", r"Apto\.? \d+"),
+    ("email", r"^[a-z0-9._]+@[a-z]+(\.[a-z]+)+$"),
+    ("phone", r"^3\d{2} \d{3} \d{4}$"),
+    ("date", r"^\d{1,2} de [a-z]+ de \d{4}$"),
+    ("date", r"^\d{2}/\d{2}/\d{4}$"),
+])
+def test_kind_produces_the_expected_formats(kind, pattern):
+    assert any(re.search(pattern, v) for v in _values(kind, 600)), f"no {kind} value matches {pattern}"
+
+
+def test_unknown_kind_is_rejected():
+    with pytest.raises(ValueError, match="unknown field kind"):
+        sd.random_field_value(0, "zipcode")
+
+
+def test_render_line_gives_a_tight_gray_line_with_ink():
+    img = sd.render_line("Calle 26 # 68B-35 Ñuñoa", FALLBACK, height=64, rng=3)
+    arr = np.asarray(img)
+    assert img.mode == "L" and img.height == 64 and img.width > 4 * img.height
+    assert arr.min() < 100 and np.percentile(arr, 50) > 200  # dark ink on mostly light paper
+    ink_cols = np.flatnonzero((arr < 128).any(axis=0))
+    assert ink_cols[0] < 0.5 * img.height and img.width - 1 - ink_cols[-1] < 0.5 * img.height  # tight crop
+
+
+def test_render_line_is_deterministic_from_rng_seed():
+    a, b = (np.asarray(sd.render_line("José Núñez", FALLBACK, rng=5)) for _ in range(2))
+    c = np.asarray(sd.render_line("José Núñez", FALLBACK, rng=6))
+    assert np.array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_degrade_keeps_height_changes_pixels_and_zero_strength_is_identity():
+    clean = sd.render_line("$ 1.234.567 COP", FALLBACK, rng=1)
+    assert np.array_equal(np.asarray(sd.degrade(clean, 0, strength=0)), np.asarray(clean))
+    damaged = [sd.degrade(clean, seed, strength=1.0) for seed in range(5)]
+    assert all(d.mode == "L" and d.height == clean.height for d in damaged)
+    assert any(d.size != clean.size or not np.array_equal(np.asarray(d), np.asarray(clean)) for d in damaged)
+    assert np.array_equal(np.asarray(sd.degrade(clean, 9)), np.asarray(sd.degrade(clean, 9)))
+
+
+def test_find_fonts_falls_back_to_matplotlib_dejavu(tmp_path):
+    assert Path(FALLBACK).is_file()
+    assert sd.find_fonts("printed", root=tmp_path) == [FALLBACK]
+    assert sd.find_fonts("handwriting", root=tmp_path) == []
+    with pytest.raises(ValueError):
+        sd.find_fonts("cursive", root=tmp_path)
+
+
+def test_find_fonts_reads_styles_from_the_debian_folders(tmp_path):
+    # Debian layout: <root>/<format>/<folder>/<file>; the folder decides the style (fonts-debian.txt).
+    for rel in ("truetype/kristi/Kristi.ttf", "truetype/dejavu/DejaVuSans.ttf", "truetype/unlisted/Other.ttf"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FALLBACK, tmp_path / rel)
+    assert [Path(p).name for p in sd.find_fonts("handwriting", root=tmp_path)] == ["Kristi.ttf"]
+    assert [Path(p).name for p in sd.find_fonts("printed", root=tmp_path)] == ["DejaVuSans.ttf"]
+
+
+def test_font_problem_reports_missing_glyphs_and_symbol_fonts():
+    assert sd.font_problem(FALLBACK) is None
+    assert "missing glyphs: 中" in sd.font_problem(FALLBACK, "ab中")
+    assert sd.font_problem("/nowhere/D050000L.otf") == "symbol or math font"
+    assert sd.font_problem("/nowhere/Missing.ttf").startswith("unreadable")
+
+
+def test_font_list_names_packages_of_both_styles():
+    assert "fonts-dejavu-core" in sd.FONT_PACKAGES
+    assert {style for _, style, _ in sd.FONT_TABLE} == set(sd.STYLES)
+
+
+def test_split_fonts_holds_out_the_listed_families_per_style():
+    fonts = ["/f/urw-base35/P052-Roman.otf", "/f/urw-base35/P052-Bold.otf", "/f/urw-base35/NimbusSans-Regular.otf",
+             "/f/kristi/Kristi.ttf", "/f/sjfonts/SteveHand.ttf", "/f/sjfonts/Delphine.ttf", "/f/breip/Breip.ttf"]
+    train, held = sd.split_fonts(fonts)
+    assert sorted(Path(p).stem for p in held) == ["Kristi", "P052-Bold", "P052-Roman", "SteveHand"]
+    assert sorted(Path(p).stem for p in train) == ["Breip", "Delphine", "NimbusSans-Regular"]
+
+
+def test_split_fonts_without_listed_families_holds_out_the_last_font_of_a_style():
+    train, held = sd.split_fonts(["/f/dejavu/B.ttf", "/f/dejavu/A.ttf", "/f/breip/Only.ttf"])
+    assert held == ["/f/dejavu/B.ttf"]
+    assert sorted(train) == ["/f/breip/Only.ttf", "/f/dejavu/A.ttf"]  # a lone font stays for training
+
+
+def _read(out):
+    with open(Path(out) / "manifest.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _image_bytes(out, rows):
+    return [(Path(out) / r["image"]).read_bytes() for r in rows]
+
+
+def test_make_dataset_is_reproducible_and_independent_of_worker_count(tmp_path):
+    fonts = {FALLBACK: "printed"}
+    one = sd.make_dataset(tmp_path / "a", 70, seed=0, fonts=fonts, workers=1, progress=False)
+    two = sd.make_dataset(tmp_path / "b", 70, seed=0, fonts=fonts, workers=2, progress=False)
+    other = sd.make_dataset(tmp_path / "c", 10, seed=1, fonts=fonts, workers=1, progress=False)
+    assert one == two == _read(tmp_path / "a")
+    assert _image_bytes(tmp_path / "a", one) == _image_bytes(tmp_path / "b", two)
+    assert [r["text"] for r in other] != [r["text"] for r in one[:10]]
+
+
+def test_make_dataset_manifest_round_trips_and_keeps_styles(tmp_path):
+    rows = sd.make_dataset(tmp_path, 8, seed=2, fonts={FALLBACK: "handwriting"}, kinds=["address", "amount"],
+                           split_name="val", progress=False)
+    assert list(rows[0]) == list(sd.MANIFEST_COLUMNS)
+    assert all(r["style"] == "handwriting" and r["font"] == "DejaVuSans" for r in rows)
+    assert {r["kind"] for r in rows} <= {"address", "amount"}
+    back = sd.read_manifest(tmp_path / "manifest.csv")
+    assert [r["text"] for r in back] == [r["text"] for r in rows]  # commas, quotes, accents survive CSV
+    assert all(Path(r["image"]).name.startswith("val_") and Image.open(r["image"]).height == 64 for r in back)
+
+
+def test_make_dataset_rejects_unknown_kinds_and_fonts_without_glyphs(tmp_path):
+    with pytest.raises(ValueError, match="unknown field kinds"):
+        sd.make_dataset(tmp_path, 2, seed=0, fonts=[FALLBACK], kinds=["zipcode"], progress=False)
+    with pytest.raises(ValueError, match="no usable font"):
+        sd.make_dataset(tmp_path, 2, seed=0, fonts=["/nowhere/Missing.ttf"], progress=False)
+
+
+def test_cli_writes_the_requested_lines(tmp_path, capsys):
+    assert sd.main(["--out", str(tmp_path), "--n", "4", "--seed", "3", "--style", "printed",
+                    "--fonts", FALLBACK, "--kinds", "name,date"]) == 0
+    rows = _read(tmp_path)
+    assert len(rows) == 4 and {r["kind"] for r in rows} <= {"name", "date"}
+    with pytest.raises(SystemExit) as exit_info:
+        sd.main(["--help"])
+    assert exit_info.value.code == 0 and "--font-split" in capsys.readouterr().out
