@@ -4,6 +4,9 @@
 #   ./setup_mlx.sh            MLX + PyTorch/transformers (both handlers, converter, benchmarks)
 #   ./setup_mlx.sh --mlx-only MLX inference only (no torch, no transformers)
 #   ./setup_mlx.sh --dev      everything above plus the test tools
+#   ./setup_mlx.sh --fonts    also the Debian font packages in fonts-debian.txt (synthetic training lines)
+#   ./setup_mlx.sh --eval     also the peer OCR engines: requirements-eval.txt and apt's tesseract-ocr
+#                             (apt-get installs run as root or through sudo; elsewhere you are told what to install)
 #
 # Safe to run again: an existing venv_mlx/ is reused and pip only installs what is missing.
 # Environment: PYTHON=python3.12 picks the interpreter; VENV_DIR=path moves the venv;
@@ -16,11 +19,15 @@ venv="${VENV_DIR:-venv_mlx}"
 python="${PYTHON:-python3}"
 with_torch=1
 dev=0
+fonts=0
+eval_tools=0
 for arg in "$@"; do
   case "$arg" in
     --mlx-only) with_torch=0 ;;
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --fonts) fonts=1 ;;
+    --eval) eval_tools=1 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +79,34 @@ fi
 if [ "$dev" = 1 ]; then
   say "installing test tools"
   "${pip[@]}" -r requirements-dev.txt
+fi
+
+# System packages (fonts, tesseract): apt-get as root or via sudo; anywhere else, say what is needed.
+apt_install() {
+  local sudo=""
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "no apt-get on this system; install these yourself (Debian names): $*"; return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { say "not root and no sudo; as root run: apt-get install $*"; return 0; }
+    sudo=sudo
+  fi
+  # A fresh system may have no package lists yet: update once and retry.
+  $sudo apt-get install -y -q --no-install-recommends "$@" \
+    || { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "$@"; }
+}
+if [ "$fonts" = 1 ]; then
+  say "installing font packages from fonts-debian.txt"
+  # shellcheck disable=SC2046  # one word per package name
+  apt_install $(sed 's/#.*//' fonts-debian.txt | awk 'NF {print $1}')
+  command -v apt-get >/dev/null 2>&1 || say "without them synth_data.py renders printed lines in matplotlib's DejaVuSans only; \
+pass other .ttf/.otf files (with Spanish accents) to scripts/synth_data.py --fonts"
+fi
+if [ "$eval_tools" = 1 ]; then
+  say "installing the peer OCR engines (requirements-eval.txt, tesseract)"
+  "${pip[@]}" -r requirements-eval.txt
+  apt_install tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng
+  command -v apt-get >/dev/null 2>&1 || say "on macOS: brew install tesseract tesseract-lang"
 fi
 
 trap - ERR
