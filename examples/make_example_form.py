@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from forms import Region, find_regions, load_font, red_mask, similarity_matrix  # noqa: E402
+from forms import DEFAULT_TEMPLATE, Region, find_regions, load_font, red_mask, similarity_matrix  # noqa: E402
 from image_io import load_image  # noqa: E402
 from ocr_preprocessor_handler import preprocess_page  # noqa: E402
 from synth_data import find_fonts, random_field_value  # noqa: E402
 
 # ---- Configuration ---------------------------------------------------------------------------
-TEMPLATE = ROOT / "examples" / "template.png"
+TEMPLATE = DEFAULT_TEMPLATE
 OUT_DIR = ROOT / "examples"
 SEED = 2024
 SCAN_NAME = "filled_form_scan.png"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -22,7 +22,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from image_io import ImageLike, load_image
+from image_io import _describe as describe  # names a source in messages the way image_io does
 
+# The Bogotá form's template (red boxes on a transparent page), as shipped with the toolkit.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "template.png"
 
 Box = Tuple[int, int, int, int]  # x, y, w, h in template pixels
@@ -34,11 +36,6 @@ class TemplateError(ValueError):
 
 class AlignmentError(RuntimeError):
     """A scan that could not be registered to its template. The message names the scan."""
-
-
-def describe(source) -> str:
-    """How an image source is named in messages: its path, or its type for in-memory images."""
-    return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,13 +98,13 @@ def _line_width(ink_pixels: int, w: int, h: int) -> float:
 
 
 def _group_rows(boxes: List[Box], min_overlap: float) -> List[List[Box]]:
-    """Boxes -> rows, top to bottom, each row left to right. A box joins the row whose vertical
-    span it overlaps enough; rows are seeded by the topmost remaining box so that no chaining of
-    slightly staggered boxes can merge two visual rows."""
+    """Boxes -> rows, top to bottom, each row left to right. Taken by vertical centre, a box joins
+    the first row whose span it overlaps enough, else starts a row. A row's span stays that of the
+    box that started it, so a chain of slightly staggered boxes cannot merge two visual rows."""
     rows: List[Tuple[int, int, List[Box]]] = []  # (top, bottom, boxes)
     for box in sorted(boxes, key=lambda b: (b[1] + b[3] / 2, b[0])):
         x, y, w, h = box
-        for i, (top, bottom, members) in enumerate(rows):
+        for top, bottom, members in rows:
             overlap = min(bottom, y + h) - max(top, y)
             if overlap >= min_overlap * min(h, bottom - top):
                 members.append(box)
@@ -486,22 +483,23 @@ def save_region_crops(crops: Sequence[Image.Image], regions: Sequence[Region],
 
 def draw_annotations(page: ImageLike, regions: Sequence[Region], texts: Dict[int, str],
                      color=(0, 90, 200)) -> Image.Image:
-    """The final page: each region outlined, with "number: recognised text" (texts keyed by region
-    number) in its top-left corner on a white band, so the label stays readable over the scan."""
-    out = _rgb(page).copy()
-    draw = ImageDraw.Draw(out)
+    """The final page, twice the page's height: on top the scan with its numbered guides; below, the
+    same boxes on white, each holding "number: recognised text" (texts keyed by region number). The
+    boxes sit edge to edge on the form, so text written over the scan would hide the handwriting."""
+    top = draw_guides(page, regions, color=color)
+    bottom = Image.new("RGB", top.size, "white")
+    draw = ImageDraw.Draw(bottom)
     for region in regions:
         x, y, w, h = region.bbox
         draw.rectangle((x, y, x + w - 1, y + h - 1), outline=color, width=2)
         label = f"{region.number}: {texts.get(region.number, '')}"
-        font = load_font(max(10, min(h // 2, 28)))
-        # Shrink the label until it fits the box width.
-        while font.size > 8 and draw.textlength(label, font=font) > w - 4:
+        font = load_font(max(10, min(int(h * 0.55), 32)))
+        while font.size > 8 and draw.textlength(label, font=font) > w - 8:  # shrink to fit the box
             font = load_font(font.size - 1)
-        tx, ty = x + 3, y + 3
-        left, top, right, bottom = draw.textbbox((tx, ty), label, font=font)
-        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(255, 255, 255))
-        draw.text((tx, ty), label, fill=color, font=font)
+        draw.text((x + 4, y + h / 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+    out = Image.new("RGB", (top.width, top.height * 2), "white")
+    out.paste(top, (0, 0))
+    out.paste(bottom, (0, top.height))
     return out
 
 

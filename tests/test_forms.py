@@ -230,10 +230,19 @@ def test_guides_crops_and_annotations(filled_page, regions, tmp_path):
     with pytest.raises(ValueError, match="3 crops for 18 regions"):
         forms.save_region_crops([page] * 3, regions, tmp_path)
 
-    blank = Image.new("L", SIZE, 255)
-    texts = {r.number: f"campo {r.number}" for r in regions}
-    annotated = np.asarray(forms.draw_annotations(blank, regions, texts))
-    unlabelled = np.asarray(forms.draw_annotations(blank, regions, {}))
+    texts = {r.number: f"campo {r.number} Ñandú" for r in regions}
+    annotated = forms.draw_annotations(page, regions, texts)
+    unlabelled = forms.draw_annotations(page, regions, {})
+    assert annotated.size == (SIZE[0], 2 * SIZE[1])
+    top, bottom = np.asarray(annotated)[:SIZE[1]], np.asarray(annotated)[SIZE[1]:]
+    # On top the scan with its guides, which the labels leave untouched.
+    np.testing.assert_array_equal(top, np.asarray(forms.draw_guides(page, regions, color=(0, 90, 200))))
     x, y, w, h = regions[1].inner
-    # The recognised text adds label pixels inside the box.
-    assert (annotated[y:y + h, x:x + w] != unlabelled[y:y + h, x:x + w]).any()
+    # The recognised text adds ink inside its box in the transcription panel, and only there.
+    label_ink = (bottom != np.asarray(unlabelled)[SIZE[1]:]).any(axis=2)
+    assert label_ink[y:y + h, x:x + w].sum() > 50
+    outside = np.ones(SIZE[::-1], bool)
+    for r in regions:
+        bx, by, bw, bh = r.bbox
+        outside[by:by + bh, bx:bx + bw] = False
+    assert not label_ink[outside].any()
