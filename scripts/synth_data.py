@@ -470,26 +470,31 @@ def _load_font(font_path: str, size: int) -> ImageFont.FreeTypeFont:
 # ----------------------------------------------------------------------------------------------------
 # Rendering and degradation
 # ----------------------------------------------------------------------------------------------------
+LINE_BAND_SAMPLE = "ÁÉÑÜbdhklx"  # accented capitals and ascenders, down to the baseline
+
+
 def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None) -> Image.Image:
     """`text` as a grayscale field crop: dark ink on light paper, cropped tightly left and right.
 
     Random font size, ink and paper shade, word-level baseline jitter and spacing, sometimes a heavier
-    stroke. The vertical extent follows the font's line metrics (not the ink), so lower-case-only text is
-    not blown up to full height. Resized to `height` pixels (None keeps the render size)."""
+    stroke. Vertically the crop spans at least the font's band from accented capitals to the baseline
+    (plus this text's descenders and swashes), so lower-case-only text is not blown up to full height.
+    Resized to `height` pixels (None keeps the render size)."""
     rng = np.random.default_rng(rng)
     size = int(rng.integers(28, 56))
     font = _load_font(str(font_path), size)
     ink = int(rng.integers(0, 90))
     paper = int(rng.integers(215, 256))
     stroke = 1 if size >= 36 and rng.random() < 0.15 else 0
-    ascent, descent = font.getmetrics()
+    # Not font.getmetrics(): some handwriting fonts declare ascent/descent far beyond their glyphs.
+    band_top, band_bottom = font.getbbox(LINE_BAND_SAMPLE)[1::2]
     jitter = 0.04 * size if rng.random() < 0.7 else 0.0
     space = font.getlength(" ") * rng.uniform(0.8, 1.5)
     words = text.split(" ")
 
     margin = 2 * size  # room for swashes that reach past a glyph's advance
     width = int(sum(font.getlength(w) for w in words) + space * len(words) + 2 * margin)
-    canvas = Image.new("L", (width, ascent + descent + 2 * margin), paper)
+    canvas = Image.new("L", (width, band_bottom + 3 * margin), paper)
     draw = ImageDraw.Draw(canvas)
     x = float(margin)
     for word in words:
@@ -498,10 +503,10 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
         x += font.getlength(word) + space
 
     ink_box = Image.eval(canvas, lambda v: 255 if v < paper else 0).getbbox()
-    left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + ascent + descent)
-    line_h = ascent + descent
-    top = min(ink_top, margin - int(2 * jitter)) - int(rng.uniform(0.05, 0.35) * line_h)
-    bottom = max(ink_bottom, margin + line_h + int(2 * jitter)) + int(rng.uniform(0.05, 0.35) * line_h)
+    left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + band_bottom)
+    line_h = band_bottom - band_top
+    top = min(ink_top, margin + band_top - int(2 * jitter)) - int(rng.uniform(0.05, 0.35) * line_h)
+    bottom = max(ink_bottom, margin + band_bottom + int(2 * jitter)) + int(rng.uniform(0.1, 0.4) * line_h)
     pad_l, pad_r = (int(rng.uniform(0.02, 0.3) * line_h) for _ in range(2))
     crop = canvas.crop((max(0, left - pad_l), max(0, top), min(width, right + pad_r), min(canvas.height, bottom)))
     if height is not None:
