@@ -93,12 +93,9 @@ def convert(source, output, dtype: str = None, fmt: str = "safetensors", verbose
         raise FileNotFoundError(f"{cfg_path}: missing; not a transformers checkpoint folder")
     hf_config = json.loads(cfg_path.read_text())
     config = TrOCRConfig.from_hf(hf_config)
-    try:
-        weights = hf_to_mlx(read_hf_state_dict(src), config)
-        model = TrOCR(config)
-        check_and_load(model, weights, source=str(src), dtype=dtype)
-    except ValueError as e:
-        raise ValueError(f"cannot convert {source}: {e}") from None
+    weights = hf_to_mlx(read_hf_state_dict(src), config)
+    model = TrOCR(config)
+    check_and_load(model, weights, source=f"cannot convert {src}", dtype=dtype)
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -130,11 +130,15 @@ def check_and_load(model, weights: dict, source: str = "checkpoint", dtype: Opti
         for k in sorted(set(expected) & set(weights))
         if tuple(weights[k].shape) != tuple(expected[k].shape)
     ]
+    def named(keys):  # our name, with the transformers name beside it where they differ
+        return ", ".join(k if _translate(k, _MLX_TO_HF) in (None, k) else f"{k} (transformers: {_translate(k, _MLX_TO_HF)})"
+                         for k in keys)
+
     problems = []
     if missing:
-        problems.append(f"missing weights: {', '.join(missing)}")
+        problems.append(f"missing weights: {named(missing)}")
     if unexpected:
-        problems.append(f"unexpected weights: {', '.join(unexpected)}")
+        problems.append(f"unexpected weights: {named(unexpected)}")
     if wrong:
         problems.append(f"shape mismatches: {'; '.join(wrong)}")
     if problems:
