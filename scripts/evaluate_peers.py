@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,7 +88,7 @@ def tesseract_recognizer(lang: str = "spa+eng", psm: int = 7, border: int = 10, 
 
 
 def rapidocr_recognizer(**params) -> Recognizer:
-    """RapidOCR's text recognizer alone (no detection, no angle classifier) on each line.
+    """RapidOCR's text recognizer alone (no detection, no angle classifier) on each line, output NFKC-folded.
 
     `params` go to RapidOCR(params=...), e.g. {"Rec.lang_type": ...}; the default is the bundled model."""
     try:
@@ -101,7 +102,8 @@ def rapidocr_recognizer(**params) -> Recognizer:
         out = []
         for img in images:
             result = engine(np.asarray(img.convert("RGB")), use_det=False, use_cls=False, use_rec=True)
-            out.append(" ".join(result.txts).strip() if result.txts else "")
+            text = " ".join(result.txts).strip() if result.txts else ""
+            out.append(unicodedata.normalize("NFKC", text))  # its Chinese model emits fullwidth '，' for ','
         return out
 
     return recognize
