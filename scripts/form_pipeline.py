@@ -1,0 +1,581 @@
+"""Template-guided form OCR: everything the MLX and PyTorch handlers share except the engine.
+
+    scan -> (optional preprocessing) -> registration to the template -> one crop per red box
+         -> OCR of every crop in batches (base model, and the fine-tuned model when given) -> outputs
+
+The handlers (`ocr_inference_handler_mlx.py`, `ocr_inference_handler.py`) hold only a configuration
+block, an engine and `main()`; they call `run_cli`, which parses the shared flags over the block and
+runs `run_form` (one scan) or `run_directory` (a folder of scans against one template).
+
+An engine is anything with `name`, `describe()` and `recognize(images) -> [(text, confidence)]`,
+made by an engine factory `factory(model, role, config)`; `model` is what the user passed (None:
+the handler's default), `role` is "base" or "finetuned". The confidence is exp of the mean log-
+probability of the recognised tokens (end-of-text token included), in (0, 1].
+
+Outputs of one scan (in `output_dir`):
+    guided_image.png     the aligned scan with the template's boxes drawn over it in red, numbered
+    regions/region_NN.png  one crop per region (inside the outline), NN = region number
+    annotated_page.png   the guided scan on top, below it each box with "number: recognised text"
+    extracted_texts.txt  "Region N: text", one line per region
+    results.json         metadata (template, scan, alignment, models, settings, timings) + regions
+    results.csv          one row per region
+A folder of scans gives one such folder per scan, plus `combined_results.csv` and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+import forms
+from image_io import IMAGE_EXTENSIONS, ImageReadError, is_image_path, load_image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Per-region fields of results.json / results.csv (the CSV writes bbox as "[x, y, w, h]").
+REGION_FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence",
+                 "base_confidence", "finetuned_confidence", "crop"]
+COMBINED_FIELDS = ["scan", "status", "error", "output_dir", "alignment_method", "alignment_score"] + REGION_FIELDS
+
+OUTPUT_FILES = {
+    "guided": "guided_image.png",
+    "annotated": "annotated_page.png",
+    "texts": "extracted_texts.txt",
+    "json": "results.json",
+    "csv": "results.csv",
+    "regions": "regions",
+}
+COMBINED_CSV = "combined_results.csv"
+SUMMARY_JSON = "summary.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class FormOCRConfig:
+    """One form-OCR run. The handlers fill it from their configuration block and the flags."""
+
+    template: str = str(forms.DEFAULT_TEMPLATE)
+    image: str = str(REPO_ROOT / "examples" / "filled_form_scan.png")  # a scan, or a folder of scans
+    output_dir: str = "outputs/form"
+    base_model: Optional[str] = None  # None: the handler's default model
+    finetuned_model: Optional[str] = None  # OCR every region with this one too when given
+    max_length: int = 64  # tokens per region, start token included (as transformers' max_length)
+    num_beams: int = 1  # 1 = greedy
+    batch_size: int = 8  # regions per forward pass
+    dtype: Optional[str] = None  # float32 / float16 / bfloat16; None: as stored
+    device: Optional[str] = None  # engine-specific ("cpu"/"gpu" for MLX, "cpu"/"cuda"/"mps" for torch)
+    preprocess: bool = False  # the scan is already binarized; True runs ocr_preprocessor_handler first
+    binarize_method: str = "sauvola"  # when preprocessing: otsu, adaptive or sauvola
+    denoise: bool = False  # when preprocessing
+    deskew: bool = True  # when preprocessing
+    align: bool = True  # register the scan to the template (False: only resize it to the template)
+    strict_align: bool = False  # a scan that cannot be registered is an error instead of a warning
+    reference: Optional[str] = None  # a blank scan of the form in the template frame (better registration)
+    inner_crop: bool = True  # crop inside the red outline, so the line itself is not OCRed
+    show_progress: bool = True
+    engine_options: Dict[str, Any] = field(default_factory=dict)  # what only one handler's engine reads
+
+    def settings(self) -> dict:
+        """The OCR/pipeline settings as recorded in results.json."""
+        keys = ("max_length", "num_beams", "batch_size", "dtype", "device", "preprocess", "binarize_method",
+                "denoise", "deskew", "align", "strict_align", "reference", "inner_crop")
+        out = {k: getattr(self, k) for k in keys}
+        out.update({k: str(v) if isinstance(v, Path) else v for k, v in self.engine_options.items()})
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------------
+
+class Engine(Protocol):
+    """A text-line recognizer. `recognize` gets one batch of crops (PIL images)."""
+
+    name: str
+
+    def recognize(self, images: Sequence[Image.Image]) -> List[Tuple[str, float]]:
+        ...
+
+    def describe(self) -> dict:
+        ...
+
+
+EngineFactory = Callable[[Optional[str], str, FormOCRConfig], Engine]
+
+
+def confidence_from_logprob(mean_logprob: float) -> float:
+    """exp(mean token log-probability): 1 = certain; finite and in [0, 1]."""
+    if mean_logprob is None or not math.isfinite(mean_logprob):
+        return 0.0
+    return float(math.exp(min(mean_logprob, 0.0)))
+
+
+@dataclass
+class Engines:
+    base: Engine
+    finetuned: Optional[Engine] = None
+    load_s: float = 0.0
+
+
+def load_engines(config: FormOCRConfig, engine_factory: EngineFactory) -> Engines:
+    t0 = time.perf_counter()
+    base = engine_factory(config.base_model, "base", config)
+    finetuned = engine_factory(config.finetuned_model, "finetuned", config) if config.finetuned_model else None
+    return Engines(base, finetuned, time.perf_counter() - t0)
+
+
+def recognize_all(engine: Engine, crops: Sequence[Image.Image], batch_size: int, bar=None) -> List[Tuple[str, float]]:
+    """Every crop through `engine`, `batch_size` at a time; checks the engine's answer per batch."""
+    out: List[Tuple[str, float]] = []
+    for start in range(0, len(crops), batch_size):
+        chunk = list(crops[start:start + batch_size])
+        result = list(engine.recognize(chunk))
+        if len(result) != len(chunk):
+            raise RuntimeError(f"engine {engine.name} returned {len(result)} results for {len(chunk)} images")
+        out.extend((str(text), float(conf)) for text, conf in result)
+        if bar is not None:
+            bar.update(len(chunk))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One scan
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Template:
+    path: str
+    regions: List[forms.Region]
+    size: Tuple[int, int]
+
+
+def load_template(path) -> Template:
+    """The template's regions; ImageReadError / TemplateError name the file."""
+    regions = forms.find_regions(path)
+    return Template(str(path), regions, load_image(path, mode="RGB").size)
+
+
+def transform_summary(matrix: np.ndarray) -> dict:
+    """A template->scan matrix in words: rotation (degrees), scale and shift (scan pixels)."""
+    a = matrix[:2, :2] / matrix[2, 2]
+    return {
+        "rotation_deg": round(math.degrees(math.atan2(a[1, 0], a[0, 0])), 4),
+        "scale_x": round(float(np.linalg.norm(a[:, 0])), 5),
+        "scale_y": round(float(np.linalg.norm(a[:, 1])), 5),
+        "shift_px": [round(float(matrix[0, 2] / matrix[2, 2]), 2), round(float(matrix[1, 2] / matrix[2, 2]), 2)],
+    }
+
+
+def align_scan(scan: Image.Image, template: Template, config: FormOCRConfig, name: str) -> Tuple[Image.Image, dict]:
+    """(page in the template frame, alignment record for results.json)."""
+    if not config.align:
+        tw, th = template.size
+        matrix = np.diag([scan.width / tw, scan.height / th, 1.0])
+        page = scan if scan.size == template.size else scan.resize(template.size, Image.BILINEAR)
+        return page, {"enabled": False, "method": "none", "score": None, "ok": True,
+                      "message": "alignment off: the scan was only resized to the template",
+                      "matrix": matrix.round(6).tolist(), **transform_summary(matrix)}
+    anonymous = forms.describe(scan)  # "<Image>": messages should name the scan file instead
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            alignment = forms.align_page(scan, template.path, reference=config.reference, strict=config.strict_align)
+        except forms.AlignmentError as e:
+            raise forms.AlignmentError(str(e).replace(anonymous, name)) from None
+    for w in caught:
+        warnings.warn(str(w.message).replace(anonymous, name), w.category, stacklevel=2)
+    message = alignment.message.replace(anonymous, name)
+    score = alignment.score if math.isfinite(alignment.score) else None
+    return alignment.aligned, {"enabled": True, "method": alignment.method,
+                               "score": None if score is None else round(float(score), 4),
+                               "ok": bool(alignment.ok), "message": message,
+                               "matrix": np.asarray(alignment.matrix).round(6).tolist(),
+                               **transform_summary(np.asarray(alignment.matrix))}
+
+
+def load_scan(path, config: FormOCRConfig) -> Image.Image:
+    """The scan as an "L" page, preprocessed (binarized, deskewed) when the config asks for it."""
+    scan = load_image(path, mode="L")
+    if config.preprocess:
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        from ocr_preprocessor_handler import preprocess_page
+
+        scan = preprocess_page(scan, method=config.binarize_method, denoise=config.denoise, deskew=config.deskew)
+    return scan
+
+
+def process_scan(scan_path, template: Template, engines: Engines, config: FormOCRConfig,
+                 output_dir, show_progress: Optional[bool] = None) -> dict:
+    """OCR one scan into `output_dir`; returns the results record (as written to results.json)."""
+    show_progress = config.show_progress if show_progress is None else show_progress
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    out = Path(output_dir)
+
+    t0 = time.perf_counter()
+    scan = load_scan(scan_path, config)
+    timings["load_scan_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    page, alignment = align_scan(scan, template, config, str(scan_path))
+    timings["align_s"] = time.perf_counter() - t0
+
+    regions = template.regions
+    crops = forms.crop_regions(page, regions, inner=config.inner_crop)
+    models = [("base", engines.base)] + ([("finetuned", engines.finetuned)] if engines.finetuned else [])
+    results: Dict[str, List[Tuple[str, float]]] = {}
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(crops) * len(models), desc=f"OCR {Path(scan_path).name}", unit="region")
+    try:
+        for role, engine in models:
+            if bar is not None:
+                bar.set_postfix_str(role)
+            t0 = time.perf_counter()
+            results[role] = recognize_all(engine, crops, config.batch_size, bar)
+            timings[f"ocr_{role}_s"] = time.perf_counter() - t0
+    finally:
+        if bar is not None:
+            bar.close()
+
+    chosen = "finetuned" if engines.finetuned else "base"
+    rows = []
+    for i, region in enumerate(regions):
+        base_text, base_conf = results["base"][i]
+        ft_text, ft_conf = results["finetuned"][i] if "finetuned" in results else (None, None)
+        text, conf = results[chosen][i]
+        rows.append({
+            "region": region.number,
+            "bbox": [int(v) for v in region.bbox],
+            "text": text,
+            "base_text": base_text,
+            "finetuned_text": ft_text,
+            "confidence": round(conf, 6),
+            "base_confidence": round(base_conf, 6),
+            "finetuned_confidence": None if ft_conf is None else round(ft_conf, 6),
+            "crop": f"{OUTPUT_FILES['regions']}/{forms.region_filename(region)}",
+        })
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    forms.draw_guides(page, regions).save(out / OUTPUT_FILES["guided"])
+    forms.save_region_crops(crops, regions, out / OUTPUT_FILES["regions"])
+    texts = {row["region"]: row["text"] for row in rows}
+    forms.draw_annotations(page, regions, texts).save(out / OUTPUT_FILES["annotated"])
+    (out / OUTPUT_FILES["texts"]).write_text(
+        "".join(f"Region {row['region']}: {row['text']}\n" for row in rows), encoding="utf-8")
+    timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+
+    record = {
+        "template": template.path,
+        "scan": str(scan_path),
+        "scan_size": list(scan.size),
+        "template_size": list(template.size),
+        "output_dir": str(out),
+        "alignment": alignment,
+        "models": {"base": engines.base.describe(),
+                   "finetuned": engines.finetuned.describe() if engines.finetuned else None,
+                   "text_from": chosen},
+        "settings": config.settings(),
+        "timings": {k: round(v, 3) for k, v in {"load_models_s": engines.load_s, **timings}.items()},
+        "num_regions": len(rows),
+        "regions": rows,
+    }
+    (out / OUTPUT_FILES["json"]).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    with open(out / OUTPUT_FILES["csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=REGION_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(_csv_row(row))
+    return record
+
+
+def _csv_row(row: dict) -> dict:
+    return {k: ("" if row.get(k) is None else json.dumps(row[k]) if k == "bbox" else row[k]) for k in row}
+
+
+def run_form(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None) -> dict:
+    """OCR the one scan `config.image` against `config.template` into `config.output_dir`."""
+    template = load_template(config.template)
+    load_image(config.image, mode="L")  # fail on a bad scan before loading models
+    engines = engines or load_engines(config, engine_factory)
+    return process_scan(config.image, template, engines, config, config.output_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# A folder of scans
+# --------------------------------------------------------------------------------------------
+
+def list_scans(folder) -> List[Path]:
+    """Image files (by extension) directly in `folder`, sorted; an error naming it when there are none."""
+    folder = Path(folder)
+    scans = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    if not scans:
+        raise ImageReadError(f"{folder}: folder contains no images ({' '.join(IMAGE_EXTENSIONS)})")
+    return scans
+
+
+def _output_names(scans: Sequence[Path]) -> List[str]:
+    """One folder name per scan: its stem, or stem_ext when two scans share a stem."""
+    stems = [p.stem for p in scans]
+    return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in scans]
+
+
+def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None) -> dict:
+    """OCR every scan in the folder `config.image` against one template.
+
+    Each scan gets `output_dir/<scan stem>/` with the single-scan outputs; `combined_results.csv`
+    has every region of every scan (and one row per failed scan) and `summary.json` lists the scans.
+    A scan that cannot be read or aligned (with strict alignment) is recorded as failed; the others
+    go on. Returns {"scans": [...], "ok": n, "failed": n, "combined_csv": path, ...}.
+    """
+    template = load_template(config.template)
+    scans = list_scans(config.image)
+    engines = engines or load_engines(config, engine_factory)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    combined_path = out / COMBINED_CSV
+    entries = []
+    t_start = time.perf_counter()
+    bar = None
+    if config.show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(scans), desc="scans", unit="scan")
+    with open(combined_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COMBINED_FIELDS)
+        writer.writeheader()
+        for scan, name in zip(scans, _output_names(scans)):
+            scan_dir = out / name
+            try:
+                record = process_scan(scan, template, engines, config, scan_dir, show_progress=False)
+            except (ImageReadError, forms.AlignmentError, OSError, ValueError) as e:
+                entries.append({"scan": str(scan), "status": "failed", "error": str(e), "output_dir": None})
+                writer.writerow({"scan": str(scan), "status": "failed", "error": str(e)})
+            else:
+                al = record["alignment"]
+                status = "ok" if al["ok"] else "unaligned"
+                entries.append({"scan": str(scan), "status": status, "error": al["message"] or None,
+                                "output_dir": str(scan_dir), "alignment_method": al["method"],
+                                "alignment_score": al["score"], "num_regions": record["num_regions"],
+                                "total_s": record["timings"]["total_s"]})
+                for row in record["regions"]:
+                    writer.writerow(_csv_row({"scan": str(scan), "status": status, "error": al["message"] or None,
+                                              "output_dir": str(scan_dir), "alignment_method": al["method"],
+                                              "alignment_score": al["score"], **row}))
+            f.flush()
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    summary = {
+        "template": template.path,
+        "folder": str(config.image),
+        "output_dir": str(out),
+        "combined_csv": str(combined_path),
+        "models": {"base": engines.base.describe(),
+                   "finetuned": engines.finetuned.describe() if engines.finetuned else None},
+        "settings": config.settings(),
+        "ok": sum(e["status"] != "failed" for e in entries),
+        "failed": sum(e["status"] == "failed" for e in entries),
+        "total_s": round(time.perf_counter() - t_start + engines.load_s, 3),
+        "scans": entries,
+    }
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help: str = "",
+                     device_choices: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The flags both handlers take. Every default comes from `defaults` (the handler's config block)."""
+    d = defaults
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description or "OCR every red-box field of scanned forms against a template.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Defaults come from the configuration block at the top of the handler; flags override it.\n"
+            "Outputs (per scan): guided_image.png, regions/region_NN.png, annotated_page.png,\n"
+            "extracted_texts.txt, results.json, results.csv. With --image FOLDER: one such folder per\n"
+            f"scan plus {COMBINED_CSV} and {SUMMARY_JSON}.\n"
+            "Exit status: 0 ok; 1 some scans of a folder failed (the rest were processed);\n"
+            "2 bad input (missing template/scan/model, no boxes on the template, strict alignment failed)."
+            + (f"\n\n{engine_help}" if engine_help else "")),
+    )
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--template", default=d.template,
+                    help="template image with the fields outlined in red (default: %(default)s)")
+    io.add_argument("--image", default=d.image,
+                    help="the scanned, binarized form (PNG, JPEG, TIFF, BMP, WebP), or a folder of scans "
+                         "(directory mode) (default: %(default)s)")
+    io.add_argument("--output-dir", default=d.output_dir, help="output folder, created if missing (default: %(default)s)")
+
+    models = parser.add_argument_group("models and OCR settings")
+    models.add_argument("--base-model", default=d.base_model,
+                        help="base model (default: %(default)s; None = the handler's default model)")
+    models.add_argument("--finetuned-model", default=d.finetuned_model,
+                        help="optional fine-tuned model: every region is OCRed with both, and `text` is the "
+                             "fine-tuned one (default: %(default)s)")
+    models.add_argument("--max-length", type=int, default=d.max_length,
+                        help="longest output per region in tokens, start token included (default: %(default)s)")
+    models.add_argument("--num-beams", type=int, default=d.num_beams, help="beam width; 1 = greedy (default: %(default)s)")
+    models.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="regions per forward pass (default: %(default)s)")
+    models.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=d.dtype,
+                        help="compute dtype of the models (default: %(default)s = as stored)")
+    models.add_argument("--device", choices=list(device_choices) if device_choices else None, default=d.device,
+                        help="device to run the models on (default: %(default)s = the engine's default)")
+
+    page = parser.add_argument_group("page preparation")
+    page.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=d.preprocess,
+                      help="binarize (and deskew) the scan first with ocr_preprocessor_handler; off for scans "
+                           "that are already binarized (default: %(default)s)")
+    page.add_argument("--binarize-method", choices=["otsu", "adaptive", "sauvola"], default=d.binarize_method,
+                      help="binarization used with --preprocess (default: %(default)s)")
+    page.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=d.denoise,
+                      help="denoise before binarizing, with --preprocess (default: %(default)s)")
+    page.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=d.deskew,
+                      help="deskew, with --preprocess (default: %(default)s)")
+    page.add_argument("--align", action=argparse.BooleanOptionalAction, default=d.align,
+                      help="register the scan to the template before cropping; --no-align only resizes it "
+                           "to the template's size (default: %(default)s)")
+    page.add_argument("--strict-align", action=argparse.BooleanOptionalAction, default=d.strict_align,
+                      help="a scan that cannot be registered is an error; otherwise a warning and the "
+                           "unaligned (resized) page is used (default: %(default)s)")
+    page.add_argument("--reference", default=d.reference,
+                      help="a clean scan of the blank form in the template's frame, registered against "
+                           "instead of the red outlines (default: %(default)s)")
+    page.add_argument("--outline-crop", dest="inner_crop", action="store_false", default=d.inner_crop,
+                      help="crop each region at its outer outline (line included) instead of inside it")
+    parser.add_argument("--no-progress", dest="show_progress", action="store_false", default=d.show_progress,
+                        help="no progress bar")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no summary at the end")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, defaults: FormOCRConfig) -> FormOCRConfig:
+    """The parsed flags over the defaults. Flags the parser has beyond the config's fields (added by a
+    handler for its engine) go to `engine_options`."""
+    names = {f.name for f in fields(FormOCRConfig)}
+    values = vars(args)
+    known = {k: v for k, v in values.items() if k in names}
+    extra = {k: v for k, v in values.items() if k not in names and k != "quiet"}
+    config = replace(defaults, **known)
+    config.engine_options = {**defaults.engine_options, **extra}
+    for key in ("max_length", "num_beams", "batch_size"):
+        if getattr(config, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
+    if config.max_length < 2:
+        raise ValueError("--max-length must be at least 2 (the start token plus one generated token)")
+    return config
+
+
+def check_inputs(config: FormOCRConfig) -> None:
+    """Errors naming the file for a missing template or scan, before any model is loaded."""
+    for what, path in (("template", config.template), ("image", config.image)):
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{what} not found: {p}")
+    if Path(config.template).is_dir():
+        raise ImageReadError(f"{config.template}: the template is a folder; expected an image")
+    if config.reference is not None and not Path(config.reference).exists():
+        raise FileNotFoundError(f"reference not found: {config.reference}")
+
+
+def print_summary(record: dict, stream=None) -> None:
+    stream = stream or sys.stdout
+    al = record["alignment"]
+    score = "-" if al["score"] is None else f"{al['score']:.3f}"
+    print(f"\nscan      {record['scan']}", file=stream)
+    print(f"template  {record['template']} ({record['num_regions']} regions)", file=stream)
+    print(f"alignment {al['method']} (score {score}, rotation {al['rotation_deg']:.2f} deg, "
+          f"scale {al['scale_x']:.3f}, shift {al['shift_px'][0]:.1f},{al['shift_px'][1]:.1f} px)"
+          + ("" if al["ok"] else f"  WARNING: {al['message']}"), file=stream)
+    models = record["models"]
+    print(f"models    base: {models['base'].get('model')}"
+          + (f"; finetuned: {models['finetuned'].get('model')}" if models["finetuned"] else ""), file=stream)
+    width = max(len(str(r["region"])) for r in record["regions"]) if record["regions"] else 1
+    for r in record["regions"]:
+        extra = f"   (base: {r['base_text']})" if r["finetuned_text"] is not None and r["base_text"] != r["text"] else ""
+        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {r['text']}{extra}", file=stream)
+    t = record["timings"]
+    parts = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in t.items())
+    print(f"timings   {parts}", file=stream)
+    print(f"outputs   {record['output_dir']}", file=stream)
+
+
+def print_directory_summary(summary: dict, stream=None) -> None:
+    stream = stream or sys.stdout
+    print(f"\n{len(summary['scans'])} scans against {summary['template']}: {summary['ok']} done, "
+          f"{summary['failed']} failed ({summary['total_s']:.1f}s)", file=stream)
+    for e in summary["scans"]:
+        if e["status"] == "failed":
+            print(f"  FAILED   {e['scan']}: {e['error']}", file=stream)
+        else:
+            note = "" if e["status"] == "ok" else "  (not aligned: see its results.json)"
+            print(f"  {e['status']:<8} {e['scan']} -> {e['output_dir']}{note}", file=stream)
+    print(f"combined  {summary['combined_csv']}", file=stream)
+
+
+# Errors that mean "bad input or setup" (exit status 2), reported in one line without a traceback.
+USER_ERRORS = (FileNotFoundError, ImageReadError, forms.TemplateError, forms.AlignmentError, ValueError, RuntimeError)
+
+
+def run_cli(argv: Optional[Sequence[str]], defaults: FormOCRConfig, engine_factory: EngineFactory,
+            description: str = "", engine_help: str = "", device_choices: Optional[Sequence[str]] = None,
+            add_engine_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+            prog: Optional[str] = None) -> int:
+    """A handler's main(): flags over `defaults`, one scan or a folder, summary, exit status."""
+    parser = build_arg_parser(defaults, description, engine_help, device_choices, prog)
+    if add_engine_args is not None:
+        add_engine_args(parser)
+    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        config = config_from_args(args, defaults)
+        check_inputs(config)
+        if Path(config.image).is_dir():
+            summary = run_directory(config, engine_factory)
+            if not args.quiet:
+                print_directory_summary(summary)
+            return 1 if summary["failed"] else 0
+        record = run_form(config, engine_factory)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print_summary(record)
+    return 0
+
+
+def repo_path(path: Optional[str], must_exist: bool = True) -> Optional[str]:
+    """A configuration-block path: absolute as is; a relative one is taken from the repository root
+    (when it exists there, unless must_exist=False), so the handlers' defaults work from any working
+    directory; otherwise kept as written (e.g. a hub id). Flags are taken as given (from the cwd)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_absolute() or (must_exist and not (REPO_ROOT / p).exists()):
+        return str(path)
+    return str(REPO_ROOT / p)
