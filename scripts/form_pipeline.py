@@ -367,9 +367,10 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
             scan_dir = out / name
             try:
                 record = process_scan(scan, template, engines, config, scan_dir, show_progress=False)
-            except (ImageReadError, forms.AlignmentError, OSError, ValueError) as e:
-                entries.append({"scan": str(scan), "status": "failed", "error": str(e), "output_dir": None})
-                writer.writerow({"scan": str(scan), "status": "failed", "error": str(e)})
+            except Exception as e:  # one bad scan is one failed entry; the others go on
+                error = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
+                entries.append({"scan": str(scan), "status": "failed", "error": error, "output_dir": None})
+                writer.writerow({"scan": str(scan), "status": "failed", "error": error})
             else:
                 al = record["alignment"]
                 status = "ok" if al["ok"] else "unaligned"
@@ -532,7 +533,8 @@ def print_directory_summary(summary: dict, stream=None) -> None:
           f"{summary['failed']} failed ({summary['total_s']:.1f}s)", file=stream)
     for e in summary["scans"]:
         if e["status"] == "failed":
-            print(f"  FAILED   {e['scan']}: {e['error']}", file=stream)
+            error = e["error"] if e["error"].startswith(e["scan"]) else f"{e['scan']}: {e['error']}"
+            print(f"  FAILED   {error}", file=stream)
         else:
             note = "" if e["status"] == "ok" else "  (not aligned: see its results.json)"
             print(f"  {e['status']:<8} {e['scan']} -> {e['output_dir']}{note}", file=stream)

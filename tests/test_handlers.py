@@ -1,0 +1,230 @@
+"""End to end: ocr_inference_handler_mlx.py and ocr_inference_handler.py on the bundled example form
+with tiny random-weight TrOCR checkpoints (the texts are gibberish; what is checked is that both
+handlers write every output, agree with each other token for token, and fail clearly).
+
+The MLX handler gets the converted MLX folder as base model and the second checkpoint as a
+transformers folder (so the on-the-fly conversion runs); the PyTorch handler gets both HF folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import form_pipeline as fp
+import forms
+import hf_fixtures as F
+import ocr_inference_handler as pt_handler
+import ocr_inference_handler_mlx as mlx_handler
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "examples" / "template.png"
+SCAN = ROOT / "examples" / "filled_form_scan.png"
+MAX_LENGTH = 10  # tokens per region: the tiny models never emit </s>, so this bounds the run time
+FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence"]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model, tmp_path_factory):
+    """(HF base folder, MLX base folder, HF fine-tuned folder: a second tiny checkpoint, other weights)."""
+    hf, mlx_dir = tiny_model
+    root = tmp_path_factory.mktemp("handlers_models")
+    finetuned = F.save_checkpoint(F.make_model("base", seed=7), root / "finetuned_hf")
+    return hf, mlx_dir, finetuned
+
+
+def common_flags(out: Path, image: Path = SCAN) -> list:
+    return ["--template", str(TEMPLATE), "--image", str(image), "--output-dir", str(out),
+            "--max-length", str(MAX_LENGTH), "--batch-size", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def runs(models, tmp_path_factory):
+    """Both handlers, base + fine-tuned, and the MLX handler with the base model only."""
+    hf, mlx_dir, finetuned = models
+    root = tmp_path_factory.mktemp("handler_runs")
+    cache = root / "mlx_cache"
+    out = {"mlx": root / "mlx", "pytorch": root / "pytorch", "mlx_base_only": root / "mlx_base_only"}
+    assert mlx_handler.main(common_flags(out["mlx"]) + ["--base-model", str(mlx_dir), "--finetuned-model",
+                                                         str(finetuned), "--mlx-cache", str(cache)]) == 0
+    assert pt_handler.main(common_flags(out["pytorch"]) + ["--base-model", str(hf), "--finetuned-model",
+                                                           str(finetuned), "-q"]) == 0
+    assert mlx_handler.main(common_flags(out["mlx_base_only"]) + ["--base-model", str(mlx_dir), "-q"]) == 0
+    return {name: (folder, json.loads((folder / "results.json").read_text(encoding="utf-8")))
+            for name, folder in out.items()} | {"cache": cache}
+
+
+@pytest.mark.parametrize("name", ["mlx", "pytorch", "mlx_base_only"])
+def test_every_output_is_written(runs, name):
+    folder, results = runs[name]
+    for f in ("guided_image.png", "annotated_page.png", "extracted_texts.txt", "results.json", "results.csv"):
+        assert (folder / f).is_file(), f
+    template_size = Image.open(TEMPLATE).size
+    assert Image.open(folder / "guided_image.png").size == template_size
+    assert Image.open(folder / "annotated_page.png").size == (template_size[0], 2 * template_size[1])
+    crops = sorted(p.name for p in (folder / "regions").iterdir())
+    assert crops == [f"region_{n:02d}.png" for n in range(1, 19)]
+
+    regions = forms.find_regions(TEMPLATE)
+    rows = results["regions"]
+    assert results["num_regions"] == len(rows) == len(regions) == 18
+    for row, region in zip(rows, regions):
+        assert set(FIELDS) <= set(row)
+        assert row["region"] == region.number
+        assert row["bbox"] == list(region.bbox)
+        assert isinstance(row["text"], str) and row["text"]
+        assert 0 < row["confidence"] <= 1
+        crop = Image.open(folder / row["crop"])
+        assert crop.size == region.inner[2:]
+
+    lines = (folder / "extracted_texts.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [f"Region {r['region']}: {r['text']}" for r in rows]
+    with open(folder / "results.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 18 and set(FIELDS) <= set(table[0])
+    for line, row in zip(table, rows):
+        assert int(line["region"]) == row["region"] and json.loads(line["bbox"]) == row["bbox"]
+        assert line["text"] == row["text"] and float(line["confidence"]) == pytest.approx(row["confidence"])
+
+    # metadata: the inputs, the transform found, the models, the settings, the timings
+    assert results["template"] == str(TEMPLATE) and results["scan"] == str(SCAN)
+    al = results["alignment"]
+    assert al["ok"] and al["method"] == "ecc-affine" and al["score"] > 0.5
+    assert np.asarray(al["matrix"]).shape == (3, 3) and abs(al["rotation_deg"]) < 2
+    assert results["settings"]["max_length"] == MAX_LENGTH and results["settings"]["num_beams"] == 1
+    assert results["models"]["base"]["engine"] == ("pytorch" if name == "pytorch" else "mlx")
+    assert {"align_s", "ocr_base_s", "total_s"} <= set(results["timings"])
+
+
+def test_mlx_and_pytorch_give_identical_texts(runs):
+    mlx_rows, pt_rows = runs["mlx"][1]["regions"], runs["pytorch"][1]["regions"]
+    for m, p in zip(mlx_rows, pt_rows):
+        assert (m["base_text"], m["finetuned_text"], m["text"]) == (p["base_text"], p["finetuned_text"], p["text"])
+        assert m["text"] == m["finetuned_text"]
+        assert m["confidence"] == pytest.approx(p["confidence"], abs=1e-3)
+        assert m["base_confidence"] == pytest.approx(p["base_confidence"], abs=1e-3)
+    # two different checkpoints: the fine-tuned column is not the base one
+    assert sum(m["base_text"] != m["finetuned_text"] for m in mlx_rows) >= 9
+    assert runs["mlx"][1]["models"]["finetuned"]["converted_from"] is not None
+
+
+def test_base_model_only(runs):
+    rows = runs["mlx_base_only"][1]["regions"]
+    with_ft = runs["mlx"][1]["regions"]
+    for row, other in zip(rows, with_ft):
+        assert row["finetuned_text"] is None and row["text"] == row["base_text"] == other["base_text"]
+        assert row["confidence"] == row["base_confidence"]
+    assert runs["mlx_base_only"][1]["models"]["finetuned"] is None
+
+
+def test_checkpoint_is_converted_once(runs, models, monkeypatch):
+    cache = runs["cache"]
+    (converted,) = list(cache.iterdir())
+    assert (converted / "converted_from.json").is_file()
+    import convert_trocr_to_mlx
+
+    monkeypatch.setattr(convert_trocr_to_mlx, "convert", lambda *a, **k: pytest.fail("converted again"))
+    path, source = mlx_handler.mlx_model_dir(str(models[2]), cache)
+    assert path == converted and source == str(models[2].resolve())
+
+
+def shifted_scan(path: Path, angle=1.0, shift=(12, -8), scale=1.02):
+    """The example scan displaced the way a scanner would: rotated, shifted and scaled."""
+    scan = np.asarray(Image.open(SCAN).convert("L"))
+    h, w = scan.shape
+    m = forms.similarity_matrix(angle, scale, shift, center=(w / 2, h / 2))
+    Image.fromarray(cv2.warpPerspective(scan, m, (w, h), borderValue=255)).save(path)
+    return path
+
+
+def test_directory_mode(models, tmp_path, capsys):
+    _, mlx_dir, _ = models
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SCAN, scans / "page_a.png")
+    shifted_scan(scans / "page_b.png")
+    (scans / "page_c.png").write_bytes(b"this is not a png")
+    (scans / "notes.txt").write_text("not a scan, ignored")
+    out = tmp_path / "out"
+    rc = mlx_handler.main(common_flags(out, image=scans) + ["--base-model", str(mlx_dir)])
+    assert rc == 1  # one scan failed, the others were processed
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["page_a", "page_b"]
+    for name in ("page_a", "page_b"):
+        results = json.loads((out / name / "results.json").read_text(encoding="utf-8"))
+        assert len(results["regions"]) == 18 and results["alignment"]["ok"]
+    # the displaced copy reads like the original: alignment put the same pixels in each box
+    a = json.loads((out / "page_a" / "results.json").read_text())["regions"]
+    b = json.loads((out / "page_b" / "results.json").read_text())["regions"]
+    assert sum(x["text"] == y["text"] for x, y in zip(a, b)) >= 12
+
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["ok"], summary["failed"]) == (2, 1)
+    (failed,) = [e for e in summary["scans"] if e["status"] == "failed"]
+    assert failed["scan"].endswith("page_c.png") and "page_c.png" in failed["error"]
+    with open(out / "combined_results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 18 + 1
+    assert [r["scan"].rsplit("/", 1)[-1] for r in rows if r["status"] == "failed"] == ["page_c.png"]
+    assert {r["scan"].rsplit("/", 1)[-1] for r in rows if r["status"] == "ok"} == {"page_a.png", "page_b.png"}
+    assert "2 done, 1 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("handler", [mlx_handler, pt_handler], ids=["mlx", "pytorch"])
+@pytest.mark.parametrize("missing", ["--image", "--template"])
+def test_missing_input_names_the_file(handler, missing, tmp_path, capsys):
+    absent = tmp_path / "no_such_file.png"
+    flags = common_flags(tmp_path / "out") + ["--base-model", str(tmp_path)]
+    flags[flags.index(missing) + 1] = str(absent)
+    assert handler.main(flags) != 0
+    assert str(absent) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_template_without_boxes_and_missing_model(models, tmp_path, capsys):
+    _, mlx_dir, _ = models
+    assert mlx_handler.main(common_flags(tmp_path / "o1") + ["--template", str(SCAN), "--base-model",
+                                                             str(mlx_dir)]) == 2
+    assert f"{SCAN}: no red field outlines" in capsys.readouterr().err
+    absent = tmp_path / "no_model"
+    assert mlx_handler.main(common_flags(tmp_path / "o2") + ["--base-model", str(absent)]) == 2
+    assert str(absent) in capsys.readouterr().err
+
+
+def test_unalignable_scan_is_an_error_when_strict_and_a_warning_otherwise(models, tmp_path, capsys):
+    _, mlx_dir, _ = models
+    blank = tmp_path / "blank.png"
+    Image.new("L", Image.open(SCAN).size, 255).save(blank)
+    flags = common_flags(tmp_path / "out", image=blank) + ["--base-model", str(mlx_dir), "-q"]
+    assert mlx_handler.main(flags + ["--strict-align"]) == 2
+    assert f"{blank}: could not align" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="could not align"):
+        assert mlx_handler.main(flags) == 0
+    al = json.loads((tmp_path / "out" / "results.json").read_text())["alignment"]
+    assert not al["ok"] and al["method"] == "identity" and str(blank) in al["message"]
+
+
+def test_flags_override_the_configuration_block():
+    defaults = fp.FormOCRConfig(template="t.png", image="s.png", output_dir="o", max_length=64, num_beams=1,
+                                engine_options={"mlx_cache": "c"})
+    parser = fp.build_arg_parser(defaults)
+    parser.add_argument("--mlx-cache", default="c")
+    config = fp.config_from_args(parser.parse_args([]), defaults)
+    assert (config.template, config.image, config.max_length, config.align) == ("t.png", "s.png", 64, True)
+    args = parser.parse_args(["--image", "x.png", "--num-beams", "4", "--no-align", "--strict-align",
+                              "--finetuned-model", "ft", "--mlx-cache", "elsewhere", "--preprocess"])
+    config = fp.config_from_args(args, defaults)
+    assert (config.image, config.num_beams, config.align, config.strict_align) == ("x.png", 4, False, True)
+    assert config.finetuned_model == "ft" and config.preprocess and config.template == "t.png"
+    assert config.engine_options == {"mlx_cache": "elsewhere"}
+    with pytest.raises(ValueError, match="--batch-size"):
+        fp.config_from_args(parser.parse_args(["--batch-size", "0"]), defaults)
+    # the handlers' own blocks: paths anchored at the repository, the default model left to the registry
+    assert mlx_handler.DEFAULTS.template == str(TEMPLATE) and mlx_handler.DEFAULTS.image == str(SCAN)
+    assert mlx_handler.DEFAULTS.base_model is None and pt_handler.DEFAULTS.base_model is None
