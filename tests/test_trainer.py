@@ -1,0 +1,165 @@
+"""MLX trainer: loss goes down, checkpoints resume exactly, exports load in MLX and in transformers."""
+
+import csv
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_trainer as T
+from synth_data import FALLBACK_FONT, render_line
+
+LINES = ["Calle 45 # 12-30", "María Pérez", "$ 1.250.000", "12/03/1985", "Sí", "juan@correo.com"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lines")
+    (root / "images").mkdir()
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "text"])
+        for i, text in enumerate(LINES):
+            render_line(text, FALLBACK_FONT, height=32, rng=i).save(root / "images" / f"{i}.png")
+            w.writerow([f"images/{i}.png", text])
+    return root / "manifest.csv"
+
+
+def new_trainer(tmp_path, **kw):
+    args = T.build_parser().parse_args(["train", "--out", str(tmp_path), "--arch", "tiny"])
+    model, processor_dir, _ = T.build_model(args)
+    opts = dict(lr=3e-3, warmup=5, total_steps=200, label_smoothing=0.0, seed=0)
+    opts.update(kw)
+    return T.Trainer(model, processor_dir, **opts)
+
+
+def batches(manifest, batch_size=6, augment=0.0):
+    rows = T.read_labels(manifest)
+    return T.BatchStream(T.ManifestSource(rows, seed=0, augment=augment), (32, 128), batch_size, workers=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, manifest):
+    """A tiny model overfit on six lines: (trainer, losses, run folder)."""
+    out = tmp_path_factory.mktemp("run")
+    trainer = new_trainer(out)
+    stream = batches(manifest)
+    losses = [trainer.train_step([stream.batch(trainer.step)])["loss"] for _ in range(120)]
+    return trainer, losses, out
+
+
+def test_manifest_formats(tmp_path, manifest):
+    rows = T.read_labels(manifest)
+    assert [r["text"] for r in rows] == LINES and Path(rows[0]["image"]).is_absolute()
+    (tmp_path / "labels.jsonl").write_text("\n".join(json.dumps({"image": r["image"], "text": r["text"]}) for r in rows))
+    (tmp_path / "labels.tsv").write_text("\n".join(f"{r['image']}\t{r['text']}" for r in rows))
+    for name in ("labels.jsonl", "labels.tsv"):
+        assert [r["text"] for r in T.read_labels(tmp_path / name)] == LINES
+    train, val = T.split_rows(rows, 0.34, seed=0)
+    assert len(val) == 2 and len(train) == 4 and not {r["text"] for r in val} & {r["text"] for r in train}
+
+
+def test_labels_shift_and_pad(tmp_path):
+    trainer = new_trainer(tmp_path)
+    dec_in, labels = trainer.encode_texts(["ab", "abcd"])
+    dec_in, labels = np.array(dec_in), np.array(labels)
+    ids = trainer.text.encode("abcd")
+    assert ids[0] == 0 and ids[-1] == 2  # <s> ... </s>
+    assert labels.shape[1] % 8 == 0 and list(labels[1, :len(ids)]) == ids and (labels[1, len(ids):] == 1).all()
+    assert dec_in[0, 0] == 2 and (dec_in[:, 1:] == labels[:, :-1]).all()
+
+
+def test_training_lowers_loss_and_reads(trained, manifest):
+    trainer, losses, _ = trained
+    assert np.mean(losses[-5:]) < 0.25 * np.mean(losses[:5])
+    images = [T.Image.open(r["image"]) for r in T.read_labels(manifest)]
+    res = trainer.evaluate(images, LINES)
+    assert res["cer"] < 0.3, res
+
+
+def test_lr_schedule():
+    assert T.lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert T.lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert T.lr_at(100, 1.0, 10, 100, final_fraction=0.0) == pytest.approx(0.0, abs=1e-9)
+    assert T.lr_at(55, 1.0, 10, 100, final_fraction=0.0) == pytest.approx(0.5)
+
+
+def test_accumulation_equals_big_batch(tmp_path, manifest):
+    """Two micro-batches of 3 give the step of one batch of 6 (loss normalised over all tokens)."""
+    a, b = new_trainer(tmp_path / "a"), new_trainer(tmp_path / "b", accum=2)
+    pixels, texts = batches(manifest).batch(0)
+    ra = a.train_step([(pixels, texts)])
+    rb = b.train_step([(pixels[:3], texts[:3]), (pixels[3:], texts[3:])])
+    assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+    for k, v in a.master.items():
+        np.testing.assert_allclose(np.array(v), np.array(b.master[k]), atol=1e-5)
+
+
+def test_checkpoint_resume_is_exact(tmp_path, manifest):
+    stream = batches(manifest, batch_size=4, augment=0.5)
+    a = new_trainer(tmp_path / "a")
+    for _ in range(3):
+        a.train_step([stream.batch(a.step)])
+    ckpt = a.save_checkpoint(tmp_path / "a" / "last")
+    b = new_trainer(tmp_path / "b")
+    b.load_checkpoint(ckpt)
+    assert b.step == a.step == 3
+    sa, sb = a.state_arrays(), b.state_arrays()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert np.array_equal(np.array(sa[k]), np.array(sb[k])), k
+    stream_b = batches(manifest, batch_size=4, augment=0.5)  # a fresh stream: same samples for step 3
+    ra, rb = a.train_step([stream.batch(a.step)]), b.train_step([stream_b.batch(b.step)])
+    assert ra["loss"] == rb["loss"] and ra["lr"] == rb["lr"]
+
+
+def test_mlx_export_loads_with_processor(trained, manifest, tmp_path):
+    from mlx_processor import load_mlx_processor
+
+    trainer, _, out = trained
+    trainer.save_model(out / "best")
+    dst = T.export_mlx(out / "best", tmp_path / "mlx16", dtype="float16")
+    proc = load_mlx_processor(dst)
+    assert proc.model.dtype == mx.float16
+    images = [T.Image.open(r["image"]) for r in T.read_labels(manifest)]
+    full = T.export_mlx(out / "best", tmp_path / "mlx32", dtype="float32")
+    assert load_mlx_processor(full).process_batch(images, show_progress=False) == \
+        trainer.processor().process_batch(images, show_progress=False)
+    assert len(proc.process_batch(images, show_progress=False)) == len(images)
+
+
+def test_sharded_weights_load(trained, tmp_path):
+    from mlx_models import load_model
+
+    trainer, _, _ = trained
+    T.save_sharded(tmp_path, "model", dict(trainer.master), max_bytes=50_000)
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 2
+    for name in ("config.json",):
+        (tmp_path / name).write_text(json.dumps(trainer.config.hf_config))
+    model = load_model(tmp_path)
+    from mlx.utils import tree_flatten
+
+    for k, v in tree_flatten(model.parameters()):
+        assert np.array_equal(np.array(v), np.array(trainer.master[k]))
+
+
+def test_hf_export_round_trips(trained, manifest, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
+    trainer, _, out = trained
+    trainer.save_model(out / "best")
+    hf_dir = T.export_hf(out / "best", tmp_path / "hf")
+    model = transformers.VisionEncoderDecoderModel.from_pretrained(hf_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    improc = transformers.ViTImageProcessor.from_pretrained(hf_dir)
+    images = [T.Image.open(r["image"]).convert("RGB") for r in T.read_labels(manifest)]
+    pixel_values = improc(images=images, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        ids = model.generate(pixel_values, max_length=trainer.max_target_length, num_beams=1, do_sample=False)
+    hf_texts = tok.batch_decode(ids, skip_special_tokens=True)
+    ours = trainer.processor().process_batch(images, show_progress=False)
+    assert hf_texts == ours
+    assert sum(a == b for a, b in zip(ours, LINES)) >= 3  # it has learned to read, so the test is not vacuous
