@@ -312,12 +312,20 @@ class SynthSource:
 
 
 def to_pixels(img: Image.Image, image_size) -> np.ndarray:
-    """uint8 (H, W, 3): what ImagePreprocessor resizes before rescaling (RGB, PIL bilinear)."""
+    """uint8 (H, W, C): what ImagePreprocessor resizes before rescaling (PIL bilinear). Grayscale images
+    stay one channel (C=1; the trainer repeats it, as RGB conversion would) to move 3x less data."""
     h, w = image_size
-    img = img.convert("RGB")
+    img = img if img.mode in ("L", "RGB") else img.convert("RGB")
     if img.size != (w, h):
         img = img.resize((w, h), resample=Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def stack_pixels(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    if len({a.shape[-1] for a in arrays}) > 1:
+        arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in arrays]
+    return np.stack(arrays)
 
 
 _WORKER_SOURCE = None
@@ -336,7 +344,7 @@ def _render_chunk(ks: Sequence[int], image_size, source=None):
         img, text = source.get(k)
         pixels.append(to_pixels(img, image_size))
         texts.append(text)
-    return np.stack(pixels), texts
+    return stack_pixels(pixels), texts
 
 
 class BatchStream:
@@ -375,7 +383,7 @@ class BatchStream:
         assert got == b
         self.next_batch = b + 1
         parts = [j.get() for j in jobs]
-        return np.concatenate([p for p, _ in parts]), [t for _, ts in parts for t in ts]
+        return stack_pixels([a for p, _ in parts for a in p]), [t for _, ts in parts for t in ts]
 
     def close(self):
         if self.pool is not None:
@@ -438,6 +446,8 @@ class Trainer:
         mean, std, scale, dt = self.mean, self.std, self.scale, DTYPES[self.dtype]
 
         def loss_fn(pixels_u8, dec_in, labels):
+            if pixels_u8.shape[-1] == 1:  # grayscale: as RGB conversion would
+                pixels_u8 = mx.repeat(pixels_u8, 3, axis=-1)
             x = ((pixels_u8.astype(mx.float32) * scale - mean) / std).astype(dt)
             logits = model(x, dec_in).astype(mx.float32)
             mask = labels != pad
