@@ -162,8 +162,47 @@ def use_compiled_step() -> bool:
     return mx.default_device().type == mx.gpu
 
 
-def _encode_for_generation(model, pixel_values: mx.array, copies: int):
-    memory = model.encode(pixel_values)
+def _bookkeep(nxt, logprobs, unfinished, logprob_sum, n_generated, ids):
+    """Pad finished rows, add the chosen tokens' log-probs, update the finished flags (all on device)."""
+    eos, pad = ids[0], ids[1]
+    nxt = nxt.astype(mx.int32)
+    chosen_lp = mx.take_along_axis(logprobs, nxt[:, None], axis=-1)[:, 0]
+    nxt = mx.where(unfinished, nxt, pad)
+    logprob_sum = logprob_sum + mx.where(unfinished, chosen_lp, 0.0)
+    n_generated = n_generated + unfinished.astype(mx.int32)
+    unfinished = mx.logical_and(unfinished, nxt != eos)
+    return nxt[:, None], unfinished, logprob_sum, n_generated, mx.logical_not(mx.any(unfinished))
+
+
+def _greedy_step(model, compiled: bool):
+    """One greedy step as a single function of arrays (compiled once per model and shape)."""
+    cache = model.__dict__.setdefault("_greedy_steps", {})
+    if compiled not in cache:
+        step_fn = model.decode_step(compiled=False)
+
+        def greedy(tokens, offset, cross_kv, keys, values, unfinished, logprob_sum, n_generated, ban_eos, ids):
+            logits, keys, values = step_fn(tokens, offset, cross_kv, keys, values)
+            is_eos = mx.arange(logits.shape[-1]) == ids[0]
+            logits = mx.where(mx.logical_and(ban_eos, is_eos)[None], NEG_INF, logits)  # min-length
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            nxt = mx.argmax(logits, axis=-1)
+            tokens, unfinished, logprob_sum, n_generated, done = _bookkeep(
+                nxt, logprobs, unfinished, logprob_sum, n_generated, ids)
+            return tokens, keys, values, unfinished, logprob_sum, n_generated, done
+
+        cache[compiled] = mx.compile(greedy, inputs=model.decoder) if compiled else greedy
+    return cache[compiled]
+
+
+def _encoder(model, compiled: bool):
+    cache = model.__dict__.setdefault("_encoders", {})
+    if compiled not in cache:
+        cache[compiled] = mx.compile(model.encode, inputs=model) if compiled else model.encode
+    return cache[compiled]
+
+
+def _encode_for_generation(model, pixel_values: mx.array, copies: int, compiled: bool = False):
+    memory = _encoder(model, compiled)(pixel_values)
     cross_kv = model.decoder.cross_kv(memory)
     if copies > 1:  # project once per image, then repeat per returned sequence / beam
         cross_kv = [(mx.repeat(k, copies, axis=0), mx.repeat(v, copies, axis=0)) for k, v in cross_kv]
@@ -182,12 +221,12 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         from beam_search import beam_search  # noqa: WPS433 (optional module, issue 3)
 
         return beam_search(model, pixel_values, cfg)
-    batch, cross_kv = _encode_for_generation(model, pixel_values, cfg.num_return_sequences)
+    compiled = use_compiled_step()
+    batch, cross_kv = _encode_for_generation(model, pixel_values, cfg.num_return_sequences, compiled)
     total = cfg.total_length()
     min_total = cfg.min_total_length()
     cache = model.make_cache(batch, total)
     keys, values = [c.keys for c in cache], [c.values for c in cache]
-    step_fn = model.decode_step(compiled=use_compiled_step())
     key = mx.random.key(cfg.seed) if (cfg.do_sample and cfg.seed is not None) else None
     host_seqs = cfg.no_repeat_ngram_size > 0
 
@@ -196,45 +235,57 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
     unfinished = mx.ones((batch,), dtype=mx.bool_)
     logprob_sum = mx.zeros((batch,), dtype=mx.float32)
     n_generated = mx.zeros((batch,), dtype=mx.int32)
+    ids = mx.array([cfg.eos_token_id, cfg.pad_token_id], dtype=mx.int32)
     generated = []
-    eos_col = None
     pending_done = None
-    for step in range(total - 1):
-        cur_len = step + 1
-        logits, keys, values = step_fn(tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values)
-        if cur_len < min_total:
-            if eos_col is None:
-                eos_col = (mx.arange(logits.shape[-1]) == cfg.eos_token_id)[None]
-            logits = mx.where(eos_col, NEG_INF, logits)
-        if host_seqs:
-            logits = no_repeat_ngram_processor(logits, seqs, cfg)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        if cfg.do_sample:
-            warped = sampling_warpers(logits, cfg)
-            if key is not None:
-                key, sub = mx.random.split(key)
-                nxt = mx.random.categorical(warped, key=sub)
+    if not cfg.do_sample and not host_seqs:
+        # greedy: the whole step (decoder, min-length, argmax, finished-row bookkeeping) is one graph
+        greedy = _greedy_step(model, compiled)
+        for step in range(total - 1):
+            ban_eos = mx.array(step + 1 < min_total)
+            tokens, keys, values, unfinished, logprob_sum, n_generated, done = greedy(
+                tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values, unfinished, logprob_sum,
+                n_generated, ban_eos, ids)
+            generated.append(tokens)
+            mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
+            if pending_done is not None and pending_done.item():
+                break  # every row had finished one step ago; this step only padded
+            pending_done = done
+        generated = [t[:, 0] for t in generated]
+    else:
+        step_fn = model.decode_step(compiled=compiled)
+        eos_col = None
+        for step in range(total - 1):
+            cur_len = step + 1
+            logits, keys, values = step_fn(tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values)
+            if cur_len < min_total:
+                if eos_col is None:
+                    eos_col = (mx.arange(logits.shape[-1]) == cfg.eos_token_id)[None]
+                logits = mx.where(eos_col, NEG_INF, logits)
+            if host_seqs:
+                logits = no_repeat_ngram_processor(logits, seqs, cfg)
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            if cfg.do_sample:
+                warped = sampling_warpers(logits, cfg)
+                if key is not None:
+                    key, sub = mx.random.split(key)
+                    nxt = mx.random.categorical(warped, key=sub)
+                else:
+                    nxt = mx.random.categorical(warped)
             else:
-                nxt = mx.random.categorical(warped)
-        else:
-            nxt = mx.argmax(logits, axis=-1)
-        chosen_lp = mx.take_along_axis(logprobs, nxt[:, None], axis=-1)[:, 0]
-        nxt = mx.where(unfinished, nxt.astype(mx.int32), cfg.pad_token_id)
-        logprob_sum = logprob_sum + mx.where(unfinished, chosen_lp, 0.0)
-        n_generated = n_generated + unfinished.astype(mx.int32)
-        unfinished = mx.logical_and(unfinished, nxt != cfg.eos_token_id)
-        generated.append(nxt)
-        tokens = nxt[:, None]
-        if host_seqs:
-            seqs = np.concatenate([seqs, np.array(nxt).astype(np.int64)[:, None]], axis=1)
-            if not np.array(unfinished).any():
+                nxt = mx.argmax(logits, axis=-1)
+            tokens, unfinished, logprob_sum, n_generated, done = _bookkeep(
+                nxt, logprobs, unfinished, logprob_sum, n_generated, ids)
+            generated.append(tokens[:, 0])
+            if host_seqs:
+                seqs = np.concatenate([seqs, np.array(tokens).astype(np.int64)], axis=1)
+                if not np.array(unfinished).any():
+                    break
+                continue
+            mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
+            if pending_done is not None and pending_done.item():
                 break
-            continue
-        done = mx.logical_not(mx.any(unfinished))
-        mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
-        if pending_done is not None and pending_done.item():
-            break  # every row had finished one step ago; this step only padded
-        pending_done = done
+            pending_done = done
 
     if seqs is None:
         body = np.array(mx.stack(generated, axis=1)).astype(np.int64) if generated else np.zeros((batch, 0), np.int64)

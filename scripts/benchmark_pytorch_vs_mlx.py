@@ -1,0 +1,477 @@
+"""TrOCR text-line OCR speed: transformers (PyTorch) vs our MLX port, in one run.
+
+For both frameworks it measures load time, latency per line and lines/s for each batch size, peak memory,
+and how far the two agree (exact-match rate and character error rate between their texts).
+
+Two ways to get models:
+  * real checkpoints: --pytorch-model (a transformers TrOCR folder) and --mlx-model (the same model
+    converted with convert_trocr_to_mlx.py);
+  * --random-trocr-base: the microsoft/trocr-base architecture (ViT-base 384 encoder, 12-layer TrOCR
+    decoder, d_model 1024, vocab 50265) with random weights, built in memory and converted to MLX in
+    memory (no checkpoint or network needed). Use --new-tokens N to make both frameworks generate exactly
+    N tokens (min_new_tokens = max_new_tokens = N), so the timings compare the same work.
+
+Timing covers generation from preprocessed pixel values (the preprocessing is shared and identical);
+each batch size runs the whole image set `--repeats` times after `--warmup` untimed batches.
+Texts: with real checkpoints both frameworks' token ids are decoded with the checkpoint's tokenizer;
+with --random-trocr-base there is no tokenizer, so "texts" are token-id sequences and the CER is a
+token error rate.
+
+Example (CPU):
+    python scripts/benchmark_pytorch_vs_mlx.py --random-trocr-base --new-tokens 20 --batch-sizes 1,8 \\
+        --num-images 8 --output bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers: memory sampling, edit distance, images
+# --------------------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class RSSPeak:
+    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def agreement(reference: list, other: list) -> dict:
+    """Exact matches and CER of `other` against `reference` (strings or token sequences)."""
+    exact = sum(a == b for a, b in zip(reference, other))
+    dist = sum(edit_distance(a, b) for a, b in zip(reference, other))
+    chars = sum(len(a) for a in reference)
+    return {"exact_matches": exact, "total": len(reference), "match_rate": exact / max(len(reference), 1),
+            "cer": dist / max(chars, 1)}
+
+
+def synthetic_lines(n: int, seed: int = 0):
+    """Text-line-like images (dark text on light paper) when no --images folder is given."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    words = "invoice total amount date name street city number account payment order due balance".split()
+    out = []
+    for i in range(n):
+        text = " ".join(rng.choice(words, size=int(rng.integers(2, 6))))
+        img = Image.new("RGB", (int(rng.integers(300, 600)), int(rng.integers(40, 70))), (245, 245, 240))
+        ImageDraw.Draw(img).text((8, 10), text, fill=(20, 20, 20))
+        out.append(img)
+    return out
+
+
+def load_images(folder: Optional[str], n: Optional[int]):
+    if folder is None:
+        return synthetic_lines(n or 8)
+    from PIL import Image
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [Image.open(p).convert("RGB") for p in files[: n or len(files)]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+def trocr_base_config():
+    """microsoft/trocr-base-* architecture: ViT-base/16 at 384 + TrOCR decoder (12 x 1024, 16 heads)."""
+    from transformers import TrOCRConfig, ViTConfig, VisionEncoderDecoderConfig
+
+    enc = ViTConfig(image_size=384, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                    intermediate_size=3072, hidden_act="gelu", qkv_bias=True)
+    dec = TrOCRConfig(vocab_size=50265, d_model=1024, decoder_layers=12, decoder_attention_heads=16,
+                      decoder_ffn_dim=4096, activation_function="gelu", max_position_embeddings=512,
+                      cross_attention_hidden_size=768, use_learned_position_embeddings=True,
+                      layernorm_embedding=True, scale_embedding=False, tie_word_embeddings=False,
+                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 2, 1, 2
+    cfg.tie_word_embeddings = False
+    return cfg
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def sync(device: str):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Setup:
+    """Both models plus what is needed to feed and read them."""
+
+    def __init__(self, args):
+        import torch
+
+        self.args = args
+        self.tokenizer = None
+        self.gen = {}
+        t0 = time.perf_counter()
+        if args.random_trocr_base:
+            from transformers import VisionEncoderDecoderModel
+
+            torch.manual_seed(args.seed)
+            with RSSPeak():
+                self.torch_model = VisionEncoderDecoderModel(trocr_base_config()).eval()
+            self.torch_load_cpu = time.perf_counter() - t0
+            self.image_size = (384, 384)
+            self.gen_ids = dict(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1)
+        else:
+            if not (args.pytorch_model and args.mlx_model):
+                raise SystemExit("give --pytorch-model and --mlx-model, or --random-trocr-base")
+            from transformers import VisionEncoderDecoderModel
+
+            self.torch_model = VisionEncoderDecoderModel.from_pretrained(args.pytorch_model).eval()
+            self.torch_load_cpu = time.perf_counter() - t0
+            c = self.torch_model.config
+            self.gen_ids = dict(decoder_start_token_id=c.decoder_start_token_id, eos_token_id=c.eos_token_id,
+                                pad_token_id=c.pad_token_id)
+        self.mlx_load_time = None
+
+    # -- PyTorch ----------------------------------------------------------------------------------
+    def torch_to_device(self):
+        t0 = time.perf_counter()
+        self.torch_model = self.torch_model.to(device=self.args.device, dtype=torch_dtype(self.args.dtype))
+        sync(self.args.device)
+        return self.torch_load_cpu + time.perf_counter() - t0
+
+    # -- MLX --------------------------------------------------------------------------------------
+    def load_mlx(self):
+        """MLX model (+ processor for real checkpoints); returns load time in seconds."""
+        import mlx.core as mx
+
+        t0 = time.perf_counter()
+        if self.args.random_trocr_base:
+            from mlx_models import TrOCR, TrOCRConfig
+            from weights import check_and_load, hf_to_mlx
+
+            cfg = TrOCRConfig.from_hf(self.torch_model.config.to_dict())
+            state = {k: v.detach().float().cpu().numpy() for k, v in self.torch_model.state_dict().items()}
+            model = TrOCR(cfg)
+            check_and_load(model, hf_to_mlx(state, cfg), dtype=self.args.dtype)
+            del state
+            self.mlx_model, self.processor = model, None
+        else:
+            from mlx_processor import load_mlx_processor
+
+            self.processor = load_mlx_processor(self.args.mlx_model, dtype=self.args.dtype)
+            self.mlx_model = self.processor.model
+        mx.eval(self.mlx_model.parameters())
+        return time.perf_counter() - t0
+
+    def preprocess(self, images) -> np.ndarray:
+        """(N, H, W, 3) float32, transformers' ViTImageProcessor numerics (our port of it)."""
+        from mlx_processor import ImagePreprocessor
+
+        if self.args.random_trocr_base:
+            pre = ImagePreprocessor({}, self.image_size)
+        else:
+            from mlx_processor import _read_json
+
+            pre = ImagePreprocessor(_read_json(Path(self.args.mlx_model) / "processor" / "preprocessor_config.json"),
+                                    self.mlx_model.config.encoder.image_size)
+        return pre(images)
+
+    def gen_options(self) -> dict:
+        a = self.args
+        opts = dict(num_beams=a.num_beams, do_sample=False, **self.gen_ids)
+        if a.new_tokens:
+            opts.update(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens)
+        else:
+            opts.update(max_length=a.max_length)
+        return opts
+
+    def texts(self, seqs: list[list[int]]) -> list:
+        if self.processor is not None:
+            return self.processor.batch_decode(seqs)
+        return [tuple(s) for s in seqs]
+
+
+def strip_sequence(row: list[int], eos: int, pad: int) -> list[int]:
+    if eos in row[1:]:
+        return row[: row.index(eos, 1) + 1]
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row
+
+
+def run_torch(setup: Setup, pixels: np.ndarray, batch_size: int) -> list[list[int]]:
+    import torch
+
+    a = setup.args
+    px = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=a.device, dtype=torch_dtype(a.dtype))
+    with torch.inference_mode():
+        out = setup.torch_model.generate(px, **setup.gen_options())
+    ids = setup.gen_ids
+    return [strip_sequence(r, ids["eos_token_id"], ids["pad_token_id"]) for r in out.tolist()]
+
+
+def run_mlx(setup: Setup, pixels: np.ndarray, batch_size: int) -> list[list[int]]:
+    import mlx.core as mx
+    from decoding import GenerationConfig, generate_tokens
+
+    base = setup.processor.generation_config if setup.processor is not None else GenerationConfig()
+    cfg = base.updated(**setup.gen_options())
+    return generate_tokens(setup.mlx_model, mx.array(pixels), cfg).sequences
+
+
+def time_framework(name: str, runner, setup: Setup, pixels: np.ndarray, batch_sizes, warmup: int, repeats: int):
+    """Per batch size: total seconds, latency per line, lines/s, peak memory; plus the sequences."""
+    import mlx.core as mx
+    import torch
+
+    a = setup.args
+    detail, sequences = {}, None
+    n = len(pixels)
+    for bs in batch_sizes:
+        for _ in range(warmup):
+            runner(setup, pixels[:bs], bs)
+        if name == "pytorch" and a.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        if name == "mlx":
+            mx.reset_peak_memory()
+        times, seqs = [], []
+        with RSSPeak() as rss:
+            for _ in range(repeats):
+                seqs = []
+                sync(a.device)
+                t0 = time.perf_counter()
+                for start in range(0, n, bs):
+                    seqs.extend(runner(setup, pixels[start:start + bs], bs))
+                sync(a.device)
+                times.append(time.perf_counter() - t0)
+        best, mean = min(times), float(np.mean(times))
+        row = {"batch_size": bs, "lines": n, "repeats": repeats, "total_time": mean, "best_total_time": best,
+               "avg_time": mean / n, "throughput": n / mean, "peak_rss_mb": rss.peak}
+        if name == "pytorch" and a.device == "cuda":
+            row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        elif name == "mlx":
+            row["peak_memory_mb"] = mx.get_peak_memory() / 2**20
+        else:
+            row["peak_memory_mb"] = rss.peak  # CPU torch: process RSS is the best available measure
+        detail[str(bs)] = row
+        if sequences is None:
+            sequences = seqs
+        elif seqs != sequences:
+            row["differs_from_first_batch_size"] = True
+        print(f"  {name:8s} batch {bs:3d}: {row['avg_time'] * 1000:9.1f} ms/line  {row['throughput']:8.2f} lines/s",
+              flush=True)
+    return detail, sequences
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+
+
+def environment(args) -> dict:
+    import mlx.core as mx
+    import torch
+    import transformers
+
+    env = {"python": platform.python_version(), "mlx": mx.__version__, "torch": torch.__version__,
+           "transformers": transformers.__version__, "mlx_device": str(mx.default_device()),
+           "torch_device": args.device, "cpu": cpu_name(), "cpu_count": os.cpu_count()}
+    if args.device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_benchmark(args) -> dict:
+    import torch
+
+    batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    torch.set_grad_enabled(False)
+    images = load_images(args.images, args.num_images or max(batch_sizes))
+    print(f"{len(images)} images, batch sizes {batch_sizes}, num_beams {args.num_beams}, dtype {args.dtype}, "
+          f"{'%d new tokens' % args.new_tokens if args.new_tokens else 'max_length %d' % args.max_length}", flush=True)
+
+    setup = Setup(args)
+    mlx_load = setup.load_mlx()
+    torch_load = setup.torch_to_device()
+    pixels = setup.preprocess(images)
+    print(f"load: pytorch {torch_load:.2f}s, mlx {mlx_load:.2f}s" +
+          ("  (random weights: pytorch = build + init, mlx = in-memory conversion)" if args.random_trocr_base else ""),
+          flush=True)
+
+    results = {"config": {k: v for k, v in vars(args).items()}, "environment": environment(args)}
+    results["config"]["batch_sizes"] = batch_sizes
+    outputs = {}
+    for name, runner, load in (("pytorch", run_torch, torch_load), ("mlx", run_mlx, mlx_load)):
+        detail, seqs = time_framework(name, runner, setup, pixels, batch_sizes, args.warmup, args.repeats)
+        first = detail[str(batch_sizes[0])]
+        results[name] = {"load_time": load,
+                         "inference": {"avg_time": first["avg_time"], "throughput": first["throughput"],
+                                       "batch_size": batch_sizes[0], "per_batch_size": detail},
+                         "peak_memory_mb": max(d["peak_memory_mb"] for d in detail.values())}
+        outputs[name] = seqs
+        gc.collect()
+    ref, ours = setup.texts(outputs["pytorch"]), setup.texts(outputs["mlx"])
+    results["accuracy"] = agreement(ref, ours)
+    results["accuracy"]["compared_as"] = "token sequences" if setup.processor is None else "texts"
+    results["samples"] = [{"pytorch": _show(a), "mlx": _show(b)} for a, b in list(zip(ref, ours))[:3]]
+    results["ratios"] = {
+        str(bs): {"throughput_mlx_over_pytorch": results["mlx"]["inference"]["per_batch_size"][str(bs)]["throughput"]
+                  / results["pytorch"]["inference"]["per_batch_size"][str(bs)]["throughput"]}
+        for bs in batch_sizes}
+    return results
+
+
+def _show(text):
+    return text if isinstance(text, str) else " ".join(map(str, text))
+
+
+def print_table(results: dict) -> None:
+    pt, ml = results["pytorch"], results["mlx"]
+    env = results["environment"]
+    print()
+    print(f"MLX {env['mlx']} on {env['mlx_device']}  vs  PyTorch {env['torch']} on {env['torch_device']}"
+          f"  ({env.get('gpu') or env['cpu']})")
+    print(f"{'':22s}{'PyTorch':>12s}{'MLX':>12s}{'MLX/PyTorch':>14s}")
+    print(f"{'load time (s)':22s}{pt['load_time']:12.2f}{ml['load_time']:12.2f}{ml['load_time'] / pt['load_time']:14.2f}")
+    for bs in results["config"]["batch_sizes"]:
+        p, m = pt["inference"]["per_batch_size"][str(bs)], ml["inference"]["per_batch_size"][str(bs)]
+        print(f"{'batch %d ms/line' % bs:22s}{p['avg_time'] * 1e3:12.1f}{m['avg_time'] * 1e3:12.1f}"
+              f"{m['avg_time'] / p['avg_time']:14.2f}")
+        print(f"{'batch %d lines/s' % bs:22s}{p['throughput']:12.2f}{m['throughput']:12.2f}"
+              f"{m['throughput'] / p['throughput']:14.2f}")
+        print(f"{'batch %d peak MB' % bs:22s}{p['peak_memory_mb']:12.0f}{m['peak_memory_mb']:12.0f}"
+              f"{m['peak_memory_mb'] / max(p['peak_memory_mb'], 1e-9):14.2f}")
+    acc = results["accuracy"]
+    print(f"agreement ({acc['compared_as']}): {acc['exact_matches']}/{acc['total']} exact "
+          f"({acc['match_rate']:.1%}), CER {acc['cer']:.4f}")
+
+
+def write_chart(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bss = results["config"]["batch_sizes"]
+    x = np.arange(len(bss))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, label) in enumerate((("pytorch", "PyTorch (transformers)"), ("mlx", "MLX"))):
+        vals = [results[name]["inference"]["per_batch_size"][str(b)]["throughput"] for b in bss]
+        bars = ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    env = results["environment"]
+    ax.set_xticks(x, [str(b) for b in bss])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("lines / s")
+    ax.set_title(f"TrOCR {results['config']['dtype']} on {env.get('gpu') or env['cpu']}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--images", help="folder of text-line images (default: synthetic lines)")
+    ap.add_argument("--num-images", type=int, help="use this many images (default: all, or max batch size if synthetic)")
+    ap.add_argument("--pytorch-model", help="transformers TrOCR checkpoint folder")
+    ap.add_argument("--mlx-model", help="the same model converted to MLX (convert_trocr_to_mlx.py)")
+    ap.add_argument("--random-trocr-base", action="store_true", help="random-weight trocr-base architecture, in memory")
+    ap.add_argument("--max-length", type=int, default=64, help="max_length (start token included)")
+    ap.add_argument("--new-tokens", type=int, help="generate exactly this many tokens (min = max new tokens)")
+    ap.add_argument("--batch-sizes", default="1,8,32")
+    ap.add_argument("--num-beams", type=int, default=1)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--warmup", type=int, default=1, help="untimed batches per batch size")
+    ap.add_argument("--repeats", type=int, default=1, help="timed passes over all images per batch size")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch device")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default="benchmark_results.json", help="JSON results")
+    ap.add_argument("--chart", help="PNG chart (default: --output with .png)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    results = run_benchmark(args)
+    print_table(results)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    chart = Path(args.chart) if args.chart else out.with_suffix(".png")
+    write_chart(results, chart)
+    print(f"wrote {out} and {chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
