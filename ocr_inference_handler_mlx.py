@@ -40,6 +40,7 @@ DEVICE = None  # None (MLX's default: the GPU on Apple silicon), "cpu" or "gpu"
 PREPROCESS = False  # True: binarize/deskew the scan first (for raw scans and photos)
 ALIGN = True  # register the scan to the template before cropping
 STRICT_ALIGN = False  # True: a scan that cannot be registered is an error, not a warning
+GROUND_TRUTH = "examples/ground_truth.json"  # expected texts of the bundled example; None for your own scans
 # -----------------------------------------------------------------------------------------------
 
 DEFAULTS = fp.FormOCRConfig(
@@ -47,13 +48,14 @@ DEFAULTS = fp.FormOCRConfig(
     output_dir=fp.repo_path(OUTPUT_DIR, must_exist=False), base_model=fp.repo_path(BASE_MODEL),
     finetuned_model=fp.repo_path(FINETUNED_MODEL), max_length=MAX_LENGTH, num_beams=NUM_BEAMS,
     batch_size=BATCH_SIZE, dtype=DTYPE, device=DEVICE, preprocess=PREPROCESS, align=ALIGN,
-    strict_align=STRICT_ALIGN, engine_options={"mlx_cache": fp.repo_path(MLX_CACHE_DIR, must_exist=False)},
+    strict_align=STRICT_ALIGN, ground_truth=fp.repo_path(GROUND_TRUTH), engine_options={"mlx_cache": fp.repo_path(MLX_CACHE_DIR, must_exist=False)},
 )
 
 
 def is_mlx_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "processor").is_dir() and (
-        (path / "model.safetensors").exists() or (path / "weights.npz").exists())
+        (path / "model.safetensors").exists() or (path / "weights.npz").exists()
+        or any(path.glob("model-*.safetensors")))
 
 
 def _weights_stamp(folder: Path) -> list:

