@@ -515,7 +515,8 @@ class TrOCR(nn.Module):
 def load_model(path, dtype: Optional[str] = None) -> TrOCR:
     """Load a converted model folder (config.json + model.safetensors or weights.npz).
 
-    `dtype` ("float32" / "float16" / "bfloat16") casts the floating weights; None keeps the stored dtype.
+    `dtype` ("float32" / "float16" / "bfloat16") casts the floating weights; None keeps the stored dtype,
+    except that half-precision weights are widened to float32 when MLX runs on the CPU.
     """
     path = Path(path)
     if not (path / "config.json").exists():
@@ -536,6 +537,12 @@ def load_model(path, dtype: Optional[str] = None) -> TrOCR:
         weights = mx.load(str(weight_file))
     model = TrOCR(config)
     from weights import check_and_load  # local import: weights imports this module
+
+    if dtype is None and mx.default_device() == mx.cpu:
+        # float16/bfloat16 matmuls have no BLAS path on the CPU backend and run many times slower
+        # than float32 there; a half-precision model (like the bundled one) is widened on CPU.
+        if any(v.dtype in (mx.float16, mx.bfloat16) for v in weights.values()):
+            dtype = "float32"
 
     check_and_load(model, weights, source=str(weight_file or path), dtype=dtype)
     return model
