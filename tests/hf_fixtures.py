@@ -82,13 +82,14 @@ def _spread_weights(model, seed: int, std: float = 0.3, eos_scale=None):
     return model
 
 
-def make_model(variant: str, seed: int = 0, eos_scale=None, **kw):
-    """A random-weight TrOCR of one variant. `eos_scale`: see _spread_weights (None: </s> unlikely)."""
+def make_model(variant: str, seed: int = 0, eos_scale=None, std: float = 0.3, **kw):
+    """A random-weight TrOCR of one variant. `eos_scale`: see _spread_weights (None: </s> unlikely);
+    `std`: the spread of the weight matrices."""
     from transformers import VisionEncoderDecoderModel
 
     torch.manual_seed(seed)
     model = VisionEncoderDecoderModel(make_config(variant, **kw))
-    return _spread_weights(model, seed, eos_scale=eos_scale).eval()
+    return _spread_weights(model, seed, std=std, eos_scale=eos_scale).eval()
 
 
 def write_preprocessor(folder: Path, image_size, legacy: bool = False):

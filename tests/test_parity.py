@@ -45,7 +45,10 @@ def variant(request, tmp_path_factory):
 
 
 def test_encoder_states_and_logits_match(variant):
-    name, hf_model, _, _ = variant
+    # Weights at transformers-like scale (the greedy fixtures spread them wider), so that 1e-4 measures
+    # the port and not float32 rounding of logits in the tens under another BLAS's summation order.
+    name = variant[0]
+    hf_model = F.make_model(name, seed=1, std=0.1)
     model = to_mlx_model(hf_model)
     h, w = model.config.encoder.image_size
     pixels = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))

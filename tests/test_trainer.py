@@ -121,7 +121,11 @@ def test_mlx_export_loads_with_processor(trained, manifest, tmp_path):
     trainer, _, out = trained
     trainer.save_model(out / "best")
     dst = T.export_mlx(out / "best", tmp_path / "mlx16", dtype="float16")
-    proc = load_mlx_processor(dst)
+    stored = {}
+    for f in dst.glob("*.safetensors"):
+        stored.update(mx.load(str(f)))
+    assert {v.dtype for v in stored.values()} == {mx.float16}
+    proc = load_mlx_processor(dst, dtype="float16")  # by default a CPU run widens it to float32
     assert proc.model.dtype == mx.float16
     images = [T.Image.open(r["image"]) for r in T.read_labels(manifest)]
     full = T.export_mlx(out / "best", tmp_path / "mlx32", dtype="float32")
