@@ -109,20 +109,17 @@ if [ "$eval_tools" = 1 ]; then
   command -v apt-get >/dev/null 2>&1 || say "on macOS: brew install tesseract tesseract-lang"
 fi
 
-# MLX's Linux CPU wheel links netlib's reference BLAS (single-threaded, unblocked): its matmuls run
-# 4-7x faster with OpenBLAS loaded in its place (measured in BENCHMARKS.md). A .pth hook in the venv
-# re-executes Python once with LD_PRELOAD set; TROCR_MLX_OPENBLAS=0 turns it off.
+# MLX's Linux CPU wheel links netlib's reference BLAS (single-threaded, unblocked). The MLX command-line
+# programs re-execute themselves with OpenBLAS preloaded when it is installed (scripts/cpu_blas.py):
+# about 10x faster matmuls. Not done venv-wide: preloaded OpenBLAS slows torch's matmuls ~5x.
 if [ "$backend" = cpu ] && [ "$os" = Linux ]; then
   apt_install libopenblas0-pthread || true
-  openblas="$(ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 2>/dev/null | head -n 1)"
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  if [ -n "$openblas" ]; then
-    sed "s#@OPENBLAS@#$openblas#" scripts/openblas_preload.py > "$site/_trocr_mlx_openblas.py"
-    echo "import _trocr_mlx_openblas" > "$site/trocr_mlx_openblas.pth"
-    say "MLX CPU: OpenBLAS ($openblas) is loaded in place of the reference BLAS"
+  rm -f "$site/trocr_mlx_openblas.pth" "$site/_trocr_mlx_openblas.py"  # an earlier venv-wide hook
+  if ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1; then
+    say "MLX CPU: the MLX programs will load OpenBLAS in place of the reference BLAS (TROCR_MLX_OPENBLAS=0: off)"
   else
-    rm -f "$site/trocr_mlx_openblas.pth" "$site/_trocr_mlx_openblas.py"
-    say "MLX CPU: OpenBLAS not found (apt-get install libopenblas0-pthread); matmuls use the slow reference BLAS"
+    say "MLX CPU: no OpenBLAS (apt-get install libopenblas0-pthread); MLX matmuls use the slow reference BLAS"
   fi
 fi
 
