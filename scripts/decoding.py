@@ -91,13 +91,6 @@ class Generated:
 # --------------------------------------------------------------------------------------------------
 
 
-def min_length_processor(logits: mx.array, cur_len: int, cfg: GenerationConfig) -> mx.array:
-    if cur_len < cfg.min_total_length():
-        col = mx.arange(logits.shape[-1]) == cfg.eos_token_id
-        logits = mx.where(col[None], NEG_INF, logits)
-    return logits
-
-
 def banned_ngram_tokens(seqs: np.ndarray, n: int) -> list[list[int]]:
     """For each row, the tokens that would repeat an n-gram already in it (transformers' NoRepeatNGram)."""
     cur_len = seqs.shape[1]
