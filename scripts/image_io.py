@@ -121,11 +121,6 @@ def array_to_pil(arr: np.ndarray, mode: str = "RGB") -> Image.Image:
     return normalize_mode(img, mode)
 
 
-def count_pages(path: Union[str, os.PathLike]) -> int:
-    with _open(Path(path)) as img:
-        return getattr(img, "n_frames", 1)
-
-
 def iter_pages(path: Union[str, os.PathLike], mode: str = "RGB") -> Iterator[Image.Image]:
     """Every page of a (multi-page TIFF/WebP/...) file, each normalised to `mode`."""
     path = Path(path)

@@ -349,19 +349,6 @@ class KVCache:
         self.values = mx.slice_update(self.values, v.astype(self.values.dtype), start, axes=(2,))
         return self.keys, self.values
 
-    @property
-    def state(self):
-        return [self.keys, self.values]
-
-    @state.setter
-    def state(self, kv):
-        self.keys, self.values = kv
-
-    def take(self, index: mx.array) -> None:
-        """Reorder/select batch rows (beam search)."""
-        self.keys = self.keys[index]
-        self.values = self.values[index]
-
     @classmethod
     def from_arrays(cls, keys: mx.array, values: mx.array) -> "KVCache":
         cache = cls.__new__(cls)
@@ -397,7 +384,7 @@ class TextDecoder(nn.Module):
         # fairseq-style: positions count from padding_idx + 1, and pad tokens get the (zero) pad row.
         pad = self.cfg.pad_token_id
         idx = mx.where(tokens != pad, pos[None] + pad + 1, pad)
-        return self._sinusoidal.astype(self.embed_tokens.weight.dtype)[idx]
+        return self._sinusoidal[idx].astype(self.embed_tokens.weight.dtype)  # gather, then cast: not the whole table per step
 
     def embed(self, tokens: mx.array, offset=0) -> mx.array:
         x = self.embed_tokens(tokens) * self.embed_scale + self.positions(tokens, offset)
