@@ -39,7 +39,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,15 +110,18 @@ def synthetic_lines(n: int, seed: int = 0):
     return out
 
 
-def load_images(folder: Optional[str], n: Optional[int]):
-    if folder is None:
+def load_images(sources: Optional[Sequence[str]], n: Optional[int]):
+    """Text-line images from files and/or folders (image_io reads them), or synthetic lines if none."""
+    if not sources:
         return synthetic_lines(n or 8)
-    from PIL import Image
+    from image_io import is_image_path, load_image
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = []
+    for src in map(Path, sources):
+        files.extend(sorted(p for p in src.iterdir() if is_image_path(p)) if src.is_dir() else [src])
     if not files:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [Image.open(p).convert("RGB") for p in files[: n or len(files)]]
+        raise FileNotFoundError(f"{', '.join(sources)}: no images")
+    return [load_image(p) for p in files[: n or len(files)]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +183,9 @@ class Setup:
                 raise SystemExit("give --pytorch-model and --mlx-model, or --random-trocr-base")
             from transformers import VisionEncoderDecoderModel
 
-            self.torch_model = VisionEncoderDecoderModel.from_pretrained(args.pytorch_model).eval()
+            from weights import resolve_checkpoint  # a folder, or a hub id with a clear offline error
+
+            self.torch_model = VisionEncoderDecoderModel.from_pretrained(resolve_checkpoint(args.pytorch_model)).eval()
             self.torch_load_cpu = time.perf_counter() - t0
             c = self.torch_model.config
             self.gen_ids = dict(decoder_start_token_id=c.decoder_start_token_id, eos_token_id=c.eos_token_id,
@@ -354,7 +358,7 @@ def run_benchmark(args) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_grad_enabled(False)
-    images = load_images(args.images, args.num_images or max(batch_sizes))
+    images = load_images(args.images, args.num_images or (None if args.images else max(batch_sizes)))
     print(f"{len(images)} images, batch sizes {batch_sizes}, num_beams {args.num_beams}, dtype {args.dtype}, "
           f"{'%d new tokens' % args.new_tokens if args.new_tokens else 'max_length %d' % args.max_length}", flush=True)
 
@@ -441,7 +445,7 @@ def write_chart(results: dict, path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--images", help="folder of text-line images (default: synthetic lines)")
+    ap.add_argument("--images", nargs="+", help="text-line images and/or folders of them (default: synthetic lines)")
     ap.add_argument("--num-images", type=int, help="use this many images (default: all, or max batch size if synthetic)")
     ap.add_argument("--pytorch-model", help="transformers TrOCR checkpoint folder")
     ap.add_argument("--mlx-model", help="the same model converted to MLX (convert_trocr_to_mlx.py)")
