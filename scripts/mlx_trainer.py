@@ -256,10 +256,11 @@ def split_rows(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[d
 
 
 class ManifestSource:
-    """Labelled images; sample k of the stream is row perm(epoch)[k % n], augmented with synth_data.degrade."""
+    """Labelled images; sample k of the stream is row perm(epoch)[k % n], augmented with synth_data.warp
+    (shape) and synth_data.degrade (scan damage)."""
 
-    def __init__(self, rows: list[dict], seed: int = 0, augment: float = 0.0, shuffle: bool = True):
-        self.rows, self.seed, self.augment, self.shuffle = rows, seed, augment, shuffle
+    def __init__(self, rows: list[dict], seed: int = 0, augment: float = 0.0, shuffle: bool = True, warp: float = 0.0):
+        self.rows, self.seed, self.augment, self.shuffle, self.warp = rows, seed, augment, shuffle, warp
         self._perm = {}
 
     def __len__(self):
@@ -277,6 +278,10 @@ class ManifestSource:
         row = self.rows[self.index(k)]
         img = Image.open(row["image"])
         img.load()
+        if self.warp > 0:
+            from synth_data import warp
+
+            img = warp(img, np.random.default_rng([self.seed, 8, k]), self.warp)
         if self.augment > 0:
             from synth_data import degrade
 
@@ -288,7 +293,7 @@ class SynthSource:
     """An endless stream of rendered form-field lines: sample k = synth_data.make_sample(k, seed, ...)."""
 
     def __init__(self, seed: int = 0, style: str = "both", font_split: str = "train", fonts=None, exclude=None,
-                 kinds=None, strength: float = 1.0, height: int = 64):
+                 kinds=None, strength: float = 1.0, height: int = 64, warp: float = 0.0):
         import synth_data
 
         args = argparse.Namespace(style=style, font_split=font_split, fonts=fonts, exclude_fonts=exclude)
@@ -297,17 +302,19 @@ class SynthSource:
         if not self.fonts:
             raise ValueError("no usable font for the synthetic stream (./setup_mlx.sh --fonts installs them)")
         self.seed, self.kinds, self.strength, self.height = seed, tuple(kinds or synth_data.FIELD_KINDS), strength, height
+        self.warp = warp
 
     def get(self, k: int) -> tuple[Image.Image, str]:
         from synth_data import make_sample
 
-        img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength)
+        img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
+                               warp_strength=self.warp)
         return img, row["text"]
 
     def describe(self) -> dict:
         from synth_data import font_name
 
-        return {"seed": self.seed, "kinds": list(self.kinds), "strength": self.strength,
+        return {"seed": self.seed, "kinds": list(self.kinds), "strength": self.strength, "warp": self.warp,
                 "fonts": sorted(f"{font_name(p)} ({s})" for p, s in self.fonts)}
 
 
@@ -387,6 +394,10 @@ class BatchStream:
 
     def close(self):
         if self.pool is not None:
+            for _, jobs in self.pending:  # let workers finish their writes: terminating one mid-write can hang join
+                for job in jobs:
+                    job.wait(30)
+            self.pending.clear()
             self.pool.terminate()
             self.pool.join()
             self.pool = None
@@ -641,7 +652,7 @@ def make_sources(args, image_size):
     """(train source, validation (images, texts))."""
     if args.synthetic:
         kw = dict(style=args.synth_style, font_split="train", fonts=args.fonts, exclude=args.exclude_fonts,
-                  kinds=args.kinds, strength=args.synth_strength, height=image_size[0])
+                  kinds=args.kinds, strength=args.synth_strength, height=image_size[0], warp=args.warp)
         train = SynthSource(seed=args.seed, **kw)
         val_src = SynthSource(seed=args.seed + 100_000, **kw)
         val = [val_src.get(k) for k in range(args.val_size)]
@@ -654,7 +665,7 @@ def make_sources(args, image_size):
     else:
         rows, val_rows = split_rows(rows, args.val_split, args.seed)
     val_rows = val_rows[:args.val_size]
-    train = ManifestSource(rows, seed=args.seed, augment=args.augment)
+    train = ManifestSource(rows, seed=args.seed, augment=args.augment, warp=args.warp)
     return train, ([Image.open(r["image"]).convert("RGB") for r in val_rows], [r["text"] for r in val_rows])
 
 
@@ -754,15 +765,20 @@ def train(args) -> dict:
                 break
     except KeyboardInterrupt:
         stop_reason = "interrupted"
+    except BaseException:
+        stream.close()
+        raise
     finally:
         bar.close()
-        stream.close()
     elapsed = time.time() - t_loop
-    if trainer.history["val"] == [] or trainer.history["val"][-1]["step"] != trainer.step:
-        validate()
-    trainer.save_checkpoint(out / "last")
-    (out / "history.json").write_text(json.dumps(trainer.history))
-    plot_curves(trainer.history, out / "curves.png")
+    try:  # state first: the rendering pool is shut down only after the checkpoint is on disk
+        if trainer.history["val"] == [] or trainer.history["val"][-1]["step"] != trainer.step:
+            validate()
+        trainer.save_checkpoint(out / "last")
+        (out / "history.json").write_text(json.dumps(trainer.history))
+        plot_curves(trainer.history, out / "curves.png")
+    finally:
+        stream.close()
     summary = {"step": trainer.step, "stopped": stop_reason, "best_cer": trainer.best_cer, "last_cer": last_val,
                "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
                "samples_per_second": steps_this_run * args.batch_size * args.accum / elapsed if elapsed > 0 else None,
@@ -814,6 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-size", type=int, default=512, help="validation lines at most")
     d.add_argument("--augment", type=float, default=0.5, help="manifest data: synth_data.degrade strength (0 = off): "
                    "rotation, scale, blur, noise, ink erosion/dilation, JPEG")
+    d.add_argument("--warp", type=float, default=0.0, help="handwriting-like shape augmentation (synth_data.warp: "
+                   "slant, width, elastic wobble) strength, 0 = off; applies to both data sources")
     d.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="rendering processes (0 = in-process)")
     o = t.add_argument_group("optimisation")
     o.add_argument("--steps", type=int, default=10000, help="total optimizer steps (the cosine schedule ends here)")

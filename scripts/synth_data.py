@@ -23,6 +23,7 @@ import csv
 import fnmatch
 import functools
 import io
+import logging
 import multiprocessing
 import os
 import string
@@ -358,7 +359,9 @@ def random_field_value(rng: Rng, kind: str | None = None) -> str:
 # ----------------------------------------------------------------------------------------------------
 # Fonts
 # ----------------------------------------------------------------------------------------------------
-FONT_ROOT = Path("/usr/share/fonts")
+# Where the Debian packages put fonts; TROCR_FONT_ROOT points elsewhere (a copy of that tree on a machine
+# without the packages, e.g. the GPU box used for training).
+FONT_ROOT = Path(os.environ.get("TROCR_FONT_ROOT", "/usr/share/fonts"))
 FONT_LIST_FILE = Path(__file__).resolve().parents[1] / "fonts-debian.txt"
 FALLBACK_FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 # In the listed folders, but not text fonts: Latin code points map to dingbats/symbols, or math only.
@@ -368,64 +371,105 @@ HELD_OUT_FAMILIES = ("P052", "Kristi", "SteveHand")
 FONT_SUFFIXES = (".ttf", ".otf")
 
 
-def read_font_list(path: Path = FONT_LIST_FILE) -> list[tuple[str, str, str]]:
-    """(debian package, style, folder under /usr/share/fonts) rows of fonts-debian.txt."""
+def read_font_list(path: Path = FONT_LIST_FILE) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(debian package, style, folder under /usr/share/fonts, file-name patterns) rows of fonts-debian.txt.
+
+    The optional fourth column lists comma-separated shell patterns of the folder's files to use (default
+    all): one package may hold both styles, or files that are not usable text fonts."""
     rows = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            package, style, folder = line.split()
+            fields = line.split()
+            if len(fields) not in (3, 4):
+                raise ValueError(f"{path}: expected 'package style folder [patterns]', got {line!r}")
+            package, style, folder = fields[:3]
+            patterns = tuple(fields[3].split(",")) if len(fields) == 4 else ("*",)
             if style not in STYLES:
                 raise ValueError(f"{path}: style must be one of {STYLES}, got {style!r} for {package}")
-            rows.append((package, style, folder))
+            rows.append((package, style, folder, patterns))
     return rows
 
 
 FONT_TABLE = read_font_list()
-FONT_PACKAGES = tuple(package for package, _, _ in FONT_TABLE)
-FONT_FOLDER_STYLES = {folder: style for _, style, folder in FONT_TABLE}
+FONT_PACKAGES = tuple(dict.fromkeys(package for package, _, _, _ in FONT_TABLE))
 
 
 def font_name(font_path: str | os.PathLike) -> str:
     return Path(font_path).stem
 
 
+def _listed_style(font_path: str | os.PathLike) -> str | None:
+    path = Path(font_path)
+    for _, style, folder, patterns in FONT_TABLE:
+        if path.parent.name == folder and any(fnmatch.fnmatch(path.name, p) for p in patterns):
+            return style
+    return None
+
+
 def font_style(font_path: str | os.PathLike, default: str = "printed") -> str:
-    """'printed' or 'handwriting', from the font's folder as listed in fonts-debian.txt."""
-    return FONT_FOLDER_STYLES.get(Path(font_path).parent.name, default)
+    """'printed' or 'handwriting', from the font's folder and file name as listed in fonts-debian.txt."""
+    return _listed_style(font_path) or default
 
 
 def candidate_fonts(root: str | os.PathLike = FONT_ROOT) -> list[tuple[str, str]]:
-    """(path, style) of every font file in the listed folders (Debian puts them at root/<format>/<folder>/)."""
-    found = []
-    for folder, style in FONT_FOLDER_STYLES.items():
+    """(path, style) of every listed font file (Debian puts them at root/<format>/<folder>/)."""
+    found = {}
+    for folder in dict.fromkeys(folder for _, _, folder, _ in FONT_TABLE):
         for path in Path(root).glob(f"*/{folder}/*"):
-            if path.suffix.lower() in FONT_SUFFIXES:
-                found.append((str(path), style))
-    return sorted(found, key=lambda item: (Path(item[0]).name, item[0]))
+            style = _listed_style(path)
+            if path.suffix.lower() in FONT_SUFFIXES and style:
+                found[str(path)] = style
+    return sorted(found.items(), key=lambda item: (Path(item[0]).name, item[0]))
+
+
+# A font may lack these: lines are then written without accents (that font's label too) or, for symbols,
+# drawn again until they fit (fit_text). Letters, digits and the rest of PUNCTUATION are required.
+OPTIONAL_CHARS = ACCENTED + "#$@()%+&'_"
 
 
 @functools.lru_cache(maxsize=None)
-def font_problem(font_path: str, chars: str = CHARSET) -> str | None:
-    """Why a font cannot render `chars` faithfully (None if it can).
-
-    Checks the character map (missing glyphs would silently become boxes) and renders each character,
-    because some fonts map a code point to an empty glyph (fonts-femkeklaver has a blank 'ñ')."""
-    if font_name(font_path) in NOT_TEXT_FONTS:
-        return "symbol or math font"
+def font_missing(font_path: str, chars: str = CHARSET) -> str:
+    """The characters of `chars` that the font cannot draw: absent from its character map, or mapped to an
+    empty glyph (fonts-femkeklaver has a blank 'ñ'). Raises OSError for an unreadable file."""
+    logging.getLogger("fontTools").setLevel(logging.ERROR)  # harmless table quirks (femkeklaver) are not news
     try:
         with TTFont(font_path, lazy=True, fontNumber=0) as tt:
             cmap = tt.getBestCmap() or {}
         font = ImageFont.truetype(font_path, 32)
-    except Exception as exc:  # corrupt or unsupported file: report, do not crash discovery
-        return f"unreadable ({exc})"
-    missing = "".join(c for c in chars if ord(c) not in cmap)
-    if missing.strip():
-        return f"missing glyphs: {missing}"
-    blank = "".join(c for c in chars if not c.isspace() and font.getmask(c).getbbox() is None)
-    if blank:
-        return f"blank glyphs: {blank}"
-    return None
+    except Exception as exc:  # corrupt or unsupported file
+        raise OSError(f"unreadable ({exc})") from exc
+    missing = [c for c in chars if not c.isspace() and ord(c) not in cmap]
+    blank = [c for c in chars if not c.isspace() and c not in missing and font.getmask(c).getbbox() is None]
+    return "".join(missing + blank)
+
+
+@functools.lru_cache(maxsize=None)
+def font_problem(font_path: str, chars: str = CHARSET) -> str | None:
+    """Why a font cannot render form-field lines faithfully (None if it can, perhaps with fit_text)."""
+    if font_name(font_path) in NOT_TEXT_FONTS:
+        return "symbol or math font"
+    try:
+        missing = font_missing(font_path, chars)
+    except OSError as exc:
+        return str(exc)
+    required = "".join(c for c in missing if c not in OPTIONAL_CHARS)
+    return f"missing or blank glyphs: {required}" if required else None
+
+
+def fit_text(text: str, missing: str) -> str | None:
+    """`text` as a font lacking `missing` can draw it: accented letters it lacks lose their accent (the label
+    changes with the image); None when another missing character remains."""
+    if not missing:
+        return text
+    out = []
+    for c in text:
+        if c in missing:
+            c = unicodedata.normalize("NFD", c)[0]
+            if c in missing:
+                return None
+        out.append(c)
+    return "".join(out)
 
 
 def find_fonts(style: str, root: str | os.PathLike = FONT_ROOT) -> list[str]:
@@ -487,7 +531,7 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     paper = int(rng.integers(215, 256))
     stroke = 1 if size >= 36 and rng.random() < 0.15 else 0
     # Not font.getmetrics(): some handwriting fonts declare ascent/descent far beyond their glyphs.
-    band_top, band_bottom = font.getbbox(LINE_BAND_SAMPLE)[1::2]
+    band_top, band_bottom = font.getbbox(fit_text(LINE_BAND_SAMPLE, font_missing(str(font_path))))[1::2]
     jitter = 0.04 * size if rng.random() < 0.7 else 0.0
     space = font.getlength(" ") * rng.uniform(0.8, 1.5)
     words = text.split(" ")
@@ -583,6 +627,41 @@ def degrade(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
     return img
 
 
+def warp(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
+    """Handwriting-like shape changes, each with a probability that grows with `strength`: slant (shear up
+    to ±0.45·strength), narrower or wider writing, and a smooth elastic wobble of the strokes. Keeps the
+    height; strength=0 returns a copy unchanged. Trains for hands (and fonts) that the renderer lacks."""
+    rng = np.random.default_rng(rng)
+    img = img.convert("L")
+    if strength <= 0:
+        return img.copy()
+    s = min(strength, 1.0)
+    paper = int(np.percentile(np.asarray(img), 90))
+    if rng.random() < 0.6 * s:  # slant: the top of the line moves by k·height
+        arr = np.asarray(img)
+        h, w = arr.shape
+        k = float(rng.uniform(-0.45, 0.45) * s)
+        shift = abs(k) * (h - 1)
+        m = np.float32([[1, -k, max(k, 0.0) * (h - 1)], [0, 1, 0]])
+        arr = cv2.warpAffine(arr, m, (w + int(np.ceil(shift)), h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
+        img = Image.fromarray(arr)
+    if rng.random() < 0.3 * s:
+        img = img.resize((max(1, int(img.width * rng.uniform(0.7, 1.3))), img.height), Image.BICUBIC)
+    if rng.random() < 0.5 * s:  # elastic: displacement fields smoothed over about a letter's size
+        arr = np.asarray(img)
+        h, w = arr.shape
+        sigma = h * float(rng.uniform(0.08, 0.2))
+        alpha = h * float(rng.uniform(0.02, 0.05)) * s
+        dx, dy = (cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) for _ in range(2))
+        dx *= alpha / (np.abs(dx).max() + 1e-6)
+        dy *= alpha / (np.abs(dy).max() + 1e-6)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        arr = cv2.remap(arr, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
+        img = Image.fromarray(arr)
+    return img
+
+
 # ----------------------------------------------------------------------------------------------------
 # Data sets
 # ----------------------------------------------------------------------------------------------------
@@ -591,18 +670,36 @@ MANIFEST_COLUMNS = ("image", "text", "font", "style", "kind")
 
 
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
-                height: int | None = 64, strength: float = 1.0) -> tuple[Image.Image, dict]:
+                height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0) -> tuple[Image.Image, dict]:
     """Sample `index` of the data set `seed`: (image, row without 'image'). Depends only on its arguments.
 
     Picks a style uniformly among those present, then a font of that style, so handwriting is not
-    swamped by the many printed font files."""
+    swamped by the many printed font files. A font lacking some optional characters gets a text it can
+    draw (fit_text). warp_strength > 0 adds `warp` (from its own random stream: with 0 the samples are
+    those of earlier versions)."""
     rng = np.random.default_rng([seed, index])
     styles = sorted({style for _, style in fonts})
     style = _pick(rng, styles)
     path = _pick(rng, [p for p, s in fonts if s == style])
     kind = _pick(rng, list(kinds))
     text = random_field_value(rng, kind)
-    img = degrade(render_line(text, path, height=height, rng=rng), rng, strength)
+    missing = font_missing(str(path))
+    fitted = fit_text(text, missing)
+    for _ in range(100):  # e.g. emails for a font without '@': draw other values
+        if fitted is not None:
+            break
+        kind = _pick(rng, list(kinds))
+        text = random_field_value(rng, kind)
+        fitted = fit_text(text, missing)
+    if fitted is None:
+        raise ValueError(f"font {path} cannot draw any {'/'.join(kinds)} value (it lacks {missing!r})")
+    text = fitted
+    img = render_line(text, path, height=height, rng=rng)
+    if warp_strength > 0:
+        img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
+        if height is not None and img.height != height:
+            img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
+    img = degrade(img, rng, strength)
     return img, {"text": text, "font": font_name(path), "style": style, "kind": kind}
 
 
@@ -626,7 +723,8 @@ def _font_table(fonts: Union[Sequence[str], Mapping[str, str]]) -> list[tuple[st
 
 def make_dataset(out_dir: str | os.PathLike, n: int, seed: int, fonts: Union[Sequence[str], Mapping[str, str]],
                  kinds: Sequence[str] | None = None, split_name: str = "train", *, height: int | None = 64,
-                 strength: float = 1.0, workers: int | None = None, progress: bool = True) -> list[dict]:
+                 strength: float = 1.0, warp_strength: float = 0.0, workers: int | None = None,
+                 progress: bool = True) -> list[dict]:
     """Write n line images to out_dir/images/ and out_dir/manifest.csv; return the manifest rows.
 
     fonts: paths (style taken from their folder, see font_style) or {path: style}. Fonts without every
@@ -649,7 +747,7 @@ def make_dataset(out_dir: str | os.PathLike, n: int, seed: int, fonts: Union[Seq
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_sample, out_dir=str(out), split_name=split_name, seed=seed, fonts=table,
-                            kinds=kinds, height=height, strength=strength)
+                            kinds=kinds, height=height, strength=strength, warp_strength=warp_strength)
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 
@@ -714,6 +812,8 @@ def _list_fonts() -> None:
     for path, style in candidate_fonts():
         problem = font_problem(path)
         status = f"SKIPPED: {problem}" if problem else ("held out" if path in held else "train")
+        lacks = "" if problem else font_missing(path)
+        status += f" (lacks {lacks}: such lines drop accents or are drawn again)" if lacks else ""
         print(f"  {style:<12} {font_name(path):<34} {status}")
     if not usable:
         print(f"  (none installed; printed lines fall back to {FALLBACK_FONT})")
@@ -745,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"field kinds to draw from (default all: {','.join(FIELD_KINDS)})")
     parser.add_argument("--height", type=int, default=64, help="line image height in pixels (default 64)")
     parser.add_argument("--strength", type=float, default=1.0, help="scan degradation strength, 0 = clean (default 1)")
+    parser.add_argument("--warp", type=float, default=0.0,
+                        help="handwriting-like slant/width/elastic distortion strength, 0 = none (default 0)")
     parser.add_argument("--split-name", default="train", help="prefix of the image file names (default train)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--list-fonts", action="store_true", help="show the fonts found, held out or skipped, and exit")
@@ -761,7 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[synth_data] {len(fonts)} fonts: {', '.join(sorted(font_name(p) for p in fonts))}", file=sys.stderr)
     try:
         rows = make_dataset(args.out, args.n, args.seed, fonts, kinds=args.kinds, split_name=args.split_name,
-                            height=args.height, strength=args.strength, workers=args.workers)
+                            height=args.height, strength=args.strength, warp_strength=args.warp,
+                            workers=args.workers)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"[synth_data] wrote {len(rows)} lines to {Path(args.out) / MANIFEST_NAME}", file=sys.stderr)

@@ -104,14 +104,83 @@ def test_find_fonts_reads_styles_from_the_debian_folders(tmp_path):
 
 def test_font_problem_reports_missing_glyphs_and_symbol_fonts():
     assert sd.font_problem(FALLBACK) is None
-    assert "missing glyphs: 中" in sd.font_problem(FALLBACK, "ab中")
+    assert "missing or blank glyphs: 中" in sd.font_problem(FALLBACK, "ab中")
     assert sd.font_problem("/nowhere/D050000L.otf") == "symbol or math font"
     assert sd.font_problem("/nowhere/Missing.ttf").startswith("unreadable")
 
 
 def test_font_list_names_packages_of_both_styles():
     assert "fonts-dejavu-core" in sd.FONT_PACKAGES
-    assert {style for _, style, _ in sd.FONT_TABLE} == set(sd.STYLES)
+    assert {style for _, style, _, _ in sd.FONT_TABLE} == set(sd.STYLES)
+
+
+def test_font_list_patterns_pick_files_of_a_mixed_folder(tmp_path):
+    listing = tmp_path / "fonts.txt"
+    listing.write_text("# comment\npkg-a printed alpha\npkg-b handwriting beta Script*.ttf,Hand.otf\n")
+    assert sd.read_font_list(listing) == [("pkg-a", "printed", "alpha", ("*",)),
+                                          ("pkg-b", "handwriting", "beta", ("Script*.ttf", "Hand.otf"))]
+    listing.write_text("pkg-c cursive gamma\n")
+    with pytest.raises(ValueError, match="style must be one of"):
+        sd.read_font_list(listing)
+    # The real list: fonts-linex holds school cursive (listed) next to printed and Greek fonts (not listed).
+    for rel in ("truetype/linex/Abecedario.ttf", "truetype/linex/ellenike.ttf", "truetype/tlwg/Purisa.ttf",
+                "truetype/tlwg/Garuda.ttf"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FALLBACK, tmp_path / rel)
+    found = {Path(p).name: s for p, s in sd.candidate_fonts(tmp_path)}
+    assert found == {"Abecedario.ttf": "handwriting", "Purisa.ttf": "handwriting"}
+
+
+def _font_without(chars: str, path: Path) -> str:
+    """DejaVu Sans without `chars`: a stand-in for the Debian fonts that lack Spanish accents."""
+    from fontTools import subset
+
+    keep = [ord(c) for c in sd.CHARSET if c not in chars]
+    opts = subset.Options()
+    font = subset.load_font(FALLBACK, opts)
+    sub = subset.Subsetter(opts)
+    sub.populate(unicodes=keep)
+    sub.subset(font)
+    subset.save_font(font, str(path), opts)
+    return str(path)
+
+
+def test_fonts_without_accents_render_lines_without_them(tmp_path):
+    no_accents = _font_without("áéíóúñüÁÉÍÓÚÑÜ@", tmp_path / "NoAccents.ttf")
+    assert set(sd.font_missing(no_accents)) == set("áéíóúñüÁÉÍÓÚÑÜ@")
+    assert sd.font_problem(no_accents) is None  # usable: accents and '@' are optional
+    assert sd.fit_text("Ñuñoa José", "ñÑé") == "Nunoa Jose"
+    assert sd.fit_text("ana@x.co", "@") is None
+    assert sd.font_problem(_font_without("x", tmp_path / "NoX.ttf")) == "missing or blank glyphs: x"
+    rows = [sd.make_sample(i, 0, [(no_accents, "handwriting")])[1] for i in range(60)]
+    texts = "".join(r["text"] for r in rows)
+    assert not set(texts) & set("áéíóúñüÁÉÍÓÚÑÜ@") and {r["kind"] for r in rows} - {"email"}
+    # Fully covered fonts draw exactly what they drew before (held-out evaluation sets stay the same).
+    full = [sd.make_sample(i, 0, [(FALLBACK, "handwriting")])[1]["text"] for i in range(60)]
+    assert set("".join(full)) & set("áéíóúñüÁÉÍÓÚÑÜ@")
+
+
+def test_warp_keeps_height_is_seeded_and_zero_is_identity():
+    clean = sd.render_line("Martínez 14/02/2023", FALLBACK, rng=2)
+    assert np.array_equal(np.asarray(sd.warp(clean, 0, strength=0)), np.asarray(clean))
+    warped = [sd.warp(clean, seed, strength=1.0) for seed in range(8)]
+    assert all(w.mode == "L" and w.height == clean.height for w in warped)
+    assert any(w.width > clean.width for w in warped)  # a slant widens the line
+    assert sum(not (w.size == clean.size and np.array_equal(np.asarray(w), np.asarray(clean))) for w in warped) >= 4
+    assert np.array_equal(np.asarray(sd.warp(clean, 3)), np.asarray(sd.warp(clean, 3)))
+    dark = [int((np.asarray(w) < 128).sum()) for w in warped]
+    base = int((np.asarray(clean) < 128).sum())
+    assert all(0.5 * base < d < 2.0 * base for d in dark)  # shapes change, ink is neither lost nor smeared
+
+
+def test_make_sample_warp_is_an_extra_stream():
+    fonts = [(FALLBACK, "printed")]
+    plain, row = sd.make_sample(5, 1, fonts)
+    again, row2 = sd.make_sample(5, 1, fonts, warp_strength=0.0)
+    assert np.array_equal(np.asarray(plain), np.asarray(again)) and row == row2
+    warped = [sd.make_sample(i, 1, fonts, warp_strength=1.0) for i in range(6)]
+    assert [r for _, r in warped] == [sd.make_sample(i, 1, fonts)[1] for i in range(6)]  # same texts
+    assert all(im.height == 64 for im, _ in warped)
 
 
 def test_split_fonts_holds_out_the_listed_families_per_style():

@@ -61,6 +61,20 @@ def test_manifest_formats(tmp_path, manifest):
     assert len(val) == 2 and len(train) == 4 and not {r["text"] for r in val} & {r["text"] for r in train}
 
 
+def test_manifest_source_augments_shape_and_scan_deterministically(manifest):
+    rows = T.read_labels(manifest)
+    plain = T.ManifestSource(rows, seed=0, shuffle=False)
+    shaped = T.ManifestSource(rows, seed=0, shuffle=False, warp=1.0, augment=0.5)
+    for k in range(len(rows)):
+        (a, ta), (b, tb), (c, _) = plain.get(k), shaped.get(k), shaped.get(k)
+        assert ta == tb == rows[k]["text"] and np.array_equal(np.asarray(b), np.asarray(c))
+    changed = [not np.array_equal(np.asarray(plain.get(k)[0].convert("L")), np.asarray(shaped.get(k)[0]))
+               for k in range(len(rows))]
+    assert sum(changed) >= 4
+    args = T.build_parser().parse_args(["train", "--out", "x", "--train-manifest", str(manifest), "--warp", "0.7"])
+    assert T.make_sources(args, (32, 128))[0].warp == 0.7
+
+
 def test_labels_shift_and_pad(tmp_path):
     trainer = new_trainer(tmp_path)
     dec_in, labels = trainer.encode_texts(["ab", "abcd"])
