@@ -688,7 +688,8 @@ def plot_curves(history: dict, path: Path) -> None:
     if history["val"]:
         b.plot([h["step"] for h in history["val"]], [100 * h["cer"] for h in history["val"]], "o-", label="CER")
         b.plot([h["step"] for h in history["val"]], [100 * h["wer"] for h in history["val"]], "s--", label="WER")
-        b.set_yscale("log")
+        if any(h["cer"] > 0 or h["wer"] > 0 for h in history["val"]):  # all zero: a log axis has nothing to show
+            b.set_yscale("log")
     b.set_xlabel("step"), b.set_ylabel("validation error (%)"), b.legend(), b.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
