@@ -43,13 +43,7 @@ STRICT_ALIGN = False  # True: a scan that cannot be registered is an error, not 
 GROUND_TRUTH = "examples/ground_truth.json"  # expected texts of the bundled example; None for your own scans
 # -----------------------------------------------------------------------------------------------
 
-DEFAULTS = fp.FormOCRConfig(
-    template=fp.repo_path(TEMPLATE_PATH), image=fp.repo_path(IMAGE_PATH),
-    output_dir=fp.repo_path(OUTPUT_DIR, must_exist=False), base_model=fp.repo_path(BASE_MODEL),
-    finetuned_model=fp.repo_path(FINETUNED_MODEL), max_length=MAX_LENGTH, num_beams=NUM_BEAMS,
-    batch_size=BATCH_SIZE, dtype=DTYPE, device=DEVICE, preprocess=PREPROCESS, align=ALIGN,
-    strict_align=STRICT_ALIGN, ground_truth=fp.repo_path(GROUND_TRUTH), engine_options={"mlx_cache": fp.repo_path(MLX_CACHE_DIR, must_exist=False)},
-)
+DEFAULTS = fp.config_from_block(globals(), mlx_cache=fp.repo_path(MLX_CACHE_DIR, must_exist=False))
 
 
 def is_mlx_model_dir(path: Path) -> bool:

@@ -606,6 +606,18 @@ def run_cli(argv: Optional[Sequence[str]], defaults: FormOCRConfig, engine_facto
     return 0
 
 
+def config_from_block(block: Dict[str, Any], **engine_options) -> FormOCRConfig:
+    """The FormOCRConfig of a handler's configuration block (its upper-case settings: pass globals()).
+    Both handlers build their defaults here, so a new setting is added once."""
+    return FormOCRConfig(
+        template=repo_path(block["TEMPLATE_PATH"]), image=repo_path(block["IMAGE_PATH"]),
+        output_dir=repo_path(block["OUTPUT_DIR"], must_exist=False), base_model=repo_path(block["BASE_MODEL"]),
+        finetuned_model=repo_path(block["FINETUNED_MODEL"]), max_length=block["MAX_LENGTH"],
+        num_beams=block["NUM_BEAMS"], batch_size=block["BATCH_SIZE"], dtype=block["DTYPE"], device=block["DEVICE"],
+        preprocess=block["PREPROCESS"], align=block["ALIGN"], strict_align=block["STRICT_ALIGN"],
+        ground_truth=repo_path(block["GROUND_TRUTH"]), engine_options=engine_options)
+
+
 def repo_path(path: Optional[str], must_exist: bool = True) -> Optional[str]:
     """A configuration-block path: absolute as is; a relative one is taken from the repository root
     (when it exists there, unless must_exist=False), so the handlers' defaults work from any working

@@ -726,7 +726,6 @@ def train(args) -> dict:
     bar = tqdm(total=args.steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                mininterval=args.bar_interval, file=sys.stdout)
     last_val = None
-    stop_reason = "steps"
     recent = collections.deque(maxlen=50)
     t_loop = time.time()
     steps_this_run = 0
@@ -746,7 +745,8 @@ def train(args) -> dict:
                    f"{' (best)' if improved else ''} | {ex}", file=sys.stdout)
         plot_curves(trainer.history, out / "curves.png")
 
-    try:
+    def run_steps() -> str:
+        nonlocal steps_this_run
         while trainer.step < args.steps:
             b0 = trainer.step * args.accum
             micro = [stream.batch(b0 + i) for i in range(args.accum)]
@@ -762,17 +762,17 @@ def train(args) -> dict:
             if args.save_every and trainer.step % args.save_every == 0:
                 trainer.save_checkpoint(out / "last")
             if args.time_limit and time.time() - t_start > args.time_limit:
-                stop_reason = "time limit"
-                break
-    except KeyboardInterrupt:
-        stop_reason = "interrupted"
-    except BaseException:
-        stream.close()
-        raise
-    finally:
-        bar.close()
-    elapsed = time.time() - t_loop
-    try:  # state first: the rendering pool is shut down only after the checkpoint is on disk
+                return "time limit"
+        return "steps"
+
+    try:  # the rendering pool is shut down last, once the checkpoint is on disk
+        try:
+            stop_reason = run_steps()
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+        finally:
+            bar.close()
+        elapsed = time.time() - t_loop
         if trainer.history["val"] == [] or trainer.history["val"][-1]["step"] != trainer.step:
             validate()
         trainer.save_checkpoint(out / "last")

@@ -695,10 +695,8 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
         raise ValueError(f"font {path} cannot draw any {'/'.join(kinds)} value (it lacks {missing!r})")
     text = fitted
     img = render_line(text, path, height=height, rng=rng)
-    if warp_strength > 0:
+    if warp_strength > 0:  # keeps the height
         img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
-        if height is not None and img.height != height:
-            img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
     img = degrade(img, rng, strength)
     return img, {"text": text, "font": font_name(path), "style": style, "kind": kind}
 
@@ -794,7 +792,8 @@ def _select_fonts(args: argparse.Namespace) -> dict[str, str]:
         for style in styles:
             found = find_fonts(style)
             if not found:
-                print(f"[synth_data] no usable {style} font installed (try ./setup_mlx.sh --fonts)", file=sys.stderr)
+                print(f"[synth_data] no usable {style} font under {FONT_ROOT} (try ./setup_mlx.sh --fonts, "
+                      "or set TROCR_FONT_ROOT)", file=sys.stderr)
             chosen.update({p: style for p in found})
         train, held = split_fonts(list(chosen))
         keep = {"train": train, "heldout": held, "all": list(chosen)}[args.font_split]

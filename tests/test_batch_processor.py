@@ -199,17 +199,25 @@ def _data_rows(path: Path) -> int:
         return 0
 
 
-def test_sigkill_mid_run_then_resume(mlx_model, tmp_path):
-    n = 60
+def _start_run(mlx_model, tmp_path, n, batch_size, rows, **popen_kw):
+    """The batch processor on n line images, started in a subprocess and left running until it has written
+    `rows` result rows (or 60 s passed): (images, output csv, command, process)."""
     images = _many_images(tmp_path / "lines", n)
     out = tmp_path / "run.csv"
     cmd = [sys.executable, str(SCRIPT), "--directory", str(tmp_path / "lines"), "--model", str(mlx_model),
-           "--batch-size", "1", "--output-csv", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--batch-size", str(batch_size), "--output-csv", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, **popen_kw)
+    deadline = time.time() + 60
+    while _data_rows(out) < rows and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    return images, out, cmd, proc
+
+
+def test_sigkill_mid_run_then_resume(mlx_model, tmp_path):
+    n = 60
+    images, out, cmd, proc = _start_run(mlx_model, tmp_path, n, 1, 5,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while _data_rows(out) < 5 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
@@ -230,14 +238,8 @@ def test_sigkill_mid_run_then_resume(mlx_model, tmp_path):
 
 def test_ctrl_c_stops_after_batch_and_prints_resume_command(mlx_model, tmp_path):
     n = 40
-    images = _many_images(tmp_path / "lines", n)
-    out = tmp_path / "run.csv"
-    cmd = [sys.executable, str(SCRIPT), "--directory", str(tmp_path / "lines"), "--model", str(mlx_model),
-           "--batch-size", "2", "--output-csv", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while _data_rows(out) < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+    images, out, _, proc = _start_run(mlx_model, tmp_path, n, 2, 4,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

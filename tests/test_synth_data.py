@@ -242,3 +242,22 @@ def test_cli_writes_the_requested_lines(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         sd.main(["--help"])
     assert exit_info.value.code == 0 and "--font-split" in capsys.readouterr().out
+
+
+def test_font_root_can_point_at_a_copy_of_the_font_tree(tmp_path):
+    """TROCR_FONT_ROOT: training machines without the Debian packages use a copied tree."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "fonts" / "truetype" / "kristi").mkdir(parents=True)
+    shutil.copy(FALLBACK, tmp_path / "fonts" / "truetype" / "kristi" / "Kristi.ttf")
+    env = {**os.environ, "TROCR_FONT_ROOT": str(tmp_path / "fonts")}
+    script = str(Path(sd.__file__))
+    listed = subprocess.run([sys.executable, script, "--list-fonts"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and f"under {tmp_path / 'fonts'}" in listed.stdout
+    assert re.search(r"handwriting\s+Kristi\s+held out", listed.stdout)
+    env["TROCR_FONT_ROOT"] = str(tmp_path / "empty")
+    made = subprocess.run([sys.executable, script, "--out", str(tmp_path / "out"), "--n", "2", "--style", "handwriting"],
+                          env=env, capture_output=True, text=True)
+    assert made.returncode != 0 and f"no usable handwriting font under {tmp_path / 'empty'}" in made.stderr

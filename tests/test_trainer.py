@@ -181,3 +181,37 @@ def test_hf_export_round_trips(trained, manifest, tmp_path):
     ours = trainer.processor().process_batch(images, show_progress=False)
     assert hf_texts == ours
     assert sum(a == b for a, b in zip(ours, LINES)) >= 3  # it has learned to read, so the test is not vacuous
+
+
+def test_train_command_checkpoints_stops_on_time_and_resumes(tmp_path, manifest):
+    """The whole `train` loop with a rendering pool: checkpoint, history and plot written at the end,
+    a time limit stops it with its state saved, --resume carries on to --steps."""
+    out = tmp_path / "run"
+    common = ["train", "--out", str(out), "--train-manifest", str(manifest), "--val-manifest", str(manifest),
+              "--batch-size", "3", "--eval-every", "2", "--save-every", "100", "--workers", "2", "--lr", "1e-3",
+              "--warmup", "1", "--warp", "0.5"]
+    summary = T.train(T.build_parser().parse_args(common + ["--arch", "tiny", "--steps", "3", "--time-limit", "1e-9"]))
+    assert summary["step"] == 1 and summary["stopped"] == "time limit"
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 1 and [v["step"] for v in state["history"]["val"]] == [1]
+    summary = T.train(T.build_parser().parse_args(common + ["--resume", str(out / "last"), "--steps", "3"]))
+    assert summary["step"] == 3 and summary["stopped"] == "steps"
+    history = json.loads((out / "history.json").read_text())
+    assert [v["step"] for v in history["val"]] == [1, 2, 3] and [h["step"] for h in history["train"]] == [1, 2, 3]
+    assert (out / "curves.png").stat().st_size > 0 and (out / "best" / "config.json").is_file()
+
+
+def test_plot_curves_with_every_validation_error_zero(tmp_path, recwarn):
+    history = {"train": [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
+               "val": [{"step": 2, "cer": 0.0, "wer": 0.0}, {"step": 3, "cer": 0.0, "wer": 0.0}]}
+    T.plot_curves(history, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert not [w for w in recwarn if "log-scaled" in str(w.message)]
+
+
+def test_batch_stream_close_with_renders_in_flight(manifest):
+    stream = T.BatchStream(T.ManifestSource(T.read_labels(manifest), seed=0), (32, 128), 3, workers=2, chunk=1)
+    pixels, texts = stream.batch(0)  # queues several batches ahead
+    assert pixels.shape[0] == 3 and len(stream.pending) > 0
+    stream.close()
+    assert stream.pool is None and not stream.pending
