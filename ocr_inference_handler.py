@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 
-import form_pipeline as fp  # noqa: E402
+from scripts import form_pipeline as fp  # noqa: E402
 
 # ---- Configuration: edit these for your setup; command-line flags override them ----------------
 # Relative paths are taken from the repository root.
@@ -44,7 +43,7 @@ DEFAULTS = fp.config_from_block(globals())
 
 def default_checkpoint() -> Path:
     """models/pytorch/default: the transformers export that sits beside the default MLX model."""
-    from model_registry import DEFAULT_MODEL_DIR
+    from scripts.model_registry import DEFAULT_MODEL_DIR
 
     path = DEFAULT_MODEL_DIR.parent.parent / "pytorch" / "default"
     if not path.is_dir():
@@ -63,7 +62,7 @@ class TorchEngine:
     def __init__(self, model: Optional[str], config: fp.FormOCRConfig):
         import torch
         from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
-        from weights import resolve_checkpoint
+        from scripts.weights import resolve_checkpoint
 
         self.torch = torch
         self.path = default_checkpoint() if model is None else resolve_checkpoint(model)

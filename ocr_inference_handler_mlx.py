@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 
-import form_pipeline as fp  # noqa: E402
+from scripts import form_pipeline as fp  # noqa: E402
 
 # ---- Configuration: edit these for your setup; command-line flags override them ----------------
 # Relative paths are taken from the repository root.
@@ -62,7 +61,7 @@ def mlx_model_dir(model: Optional[str], cache_dir) -> Tuple[Path, Optional[str]]
 
     None -> the default model; an MLX folder as is; a transformers folder or hub id -> converted once
     into cache_dir/<name> (re-converted when the checkpoint's weight files change)."""
-    from model_registry import DEFAULT_MODEL_DIR, default_model_path
+    from scripts.model_registry import DEFAULT_MODEL_DIR, default_model_path
 
     if model is None:
         try:
@@ -98,7 +97,7 @@ def mlx_model_dir(model: Optional[str], cache_dir) -> Tuple[Path, Optional[str]]
     else:
         raise FileExistsError(f"{candidates[0]} and {candidates[1]} exist and hold other models; "
                               "pass --mlx-cache to convert elsewhere")
-    from convert_trocr_to_mlx import convert
+    from scripts.convert_trocr_to_mlx import convert
 
     print(f"converting {model} to MLX -> {target} (once; reused next time)", file=sys.stderr)
     convert(model, target, verbose=False)
@@ -115,7 +114,7 @@ class MLXEngine:
 
     def __init__(self, model: Optional[str], config: fp.FormOCRConfig):
         import mlx.core as mx
-        from mlx_processor import load_mlx_processor
+        from scripts.mlx_processor import load_mlx_processor
 
         if config.device is not None:
             mx.set_default_device(mx.gpu if config.device == "gpu" else mx.cpu)
@@ -155,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from cpu_blas import reexec_with_openblas
+    from scripts.cpu_blas import reexec_with_openblas
 
     reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())

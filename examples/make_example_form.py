@@ -25,13 +25,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a file: import the toolkit from the repository root
 
-from forms import DEFAULT_TEMPLATE, Region, find_regions, load_font, red_mask, similarity_matrix  # noqa: E402
-from image_io import load_image  # noqa: E402
-from ocr_preprocessor_handler import preprocess_page  # noqa: E402
-from synth_data import find_fonts, random_field_value  # noqa: E402
+from scripts.forms import DEFAULT_TEMPLATE, Region, find_regions, load_font, red_mask, similarity_matrix  # noqa: E402
+from scripts.image_io import load_image  # noqa: E402
+from scripts.preprocessing import preprocess_page  # noqa: E402
+from scripts.synth_data import find_fonts, random_field_value  # noqa: E402
 
 # ---- Configuration ---------------------------------------------------------------------------
 TEMPLATE = DEFAULT_TEMPLATE

@@ -31,7 +31,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from decoding import Generated, GenerationConfig, banned_ngram_tokens, use_compiled_step
+from scripts.generation import Generated, GenerationConfig, banned_ngram_tokens, use_compiled_step
 
 BIG = np.float32(-1.0e9)
 

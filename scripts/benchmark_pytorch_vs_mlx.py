@@ -24,6 +24,12 @@ Example (CPU):
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import gc
 import json
@@ -37,7 +43,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 
@@ -114,7 +119,7 @@ def load_images(sources: Optional[Sequence[str]], n: Optional[int]):
     """Text-line images from files and/or folders (image_io reads them), or synthetic lines if none."""
     if not sources:
         return synthetic_lines(n or 8)
-    from image_io import is_image_path, load_image
+    from scripts.image_io import is_image_path, load_image
 
     files = []
     for src in map(Path, sources):
@@ -183,7 +188,7 @@ class Setup:
                 raise SystemExit("give --pytorch-model and --mlx-model, or --random-trocr-base")
             from transformers import VisionEncoderDecoderModel
 
-            from weights import resolve_checkpoint  # a folder, or a hub id with a clear offline error
+            from scripts.weights import resolve_checkpoint  # a folder, or a hub id with a clear offline error
 
             self.torch_model = VisionEncoderDecoderModel.from_pretrained(resolve_checkpoint(args.pytorch_model)).eval()
             self.torch_load_cpu = time.perf_counter() - t0
@@ -206,8 +211,8 @@ class Setup:
 
         t0 = time.perf_counter()
         if self.args.random_trocr_base:
-            from mlx_models import TrOCR, TrOCRConfig
-            from weights import check_and_load, hf_to_mlx
+            from scripts.mlx_models import TrOCR, TrOCRConfig
+            from scripts.weights import check_and_load, hf_to_mlx
 
             cfg = TrOCRConfig.from_hf(self.torch_model.config.to_dict())
             state = {k: v.detach().float().cpu().numpy() for k, v in self.torch_model.state_dict().items()}
@@ -216,7 +221,7 @@ class Setup:
             del state
             self.mlx_model, self.processor = model, None
         else:
-            from mlx_processor import load_mlx_processor
+            from scripts.mlx_processor import load_mlx_processor
 
             self.processor = load_mlx_processor(self.args.mlx_model, dtype=self.args.dtype)
             self.mlx_model = self.processor.model
@@ -225,12 +230,12 @@ class Setup:
 
     def preprocess(self, images) -> np.ndarray:
         """(N, H, W, 3) float32, transformers' ViTImageProcessor numerics (our port of it)."""
-        from mlx_processor import ImagePreprocessor
+        from scripts.mlx_processor import ImagePreprocessor
 
         if self.args.random_trocr_base:
             pre = ImagePreprocessor({}, self.image_size)
         else:
-            from mlx_processor import _read_json
+            from scripts.mlx_processor import _read_json
 
             pre = ImagePreprocessor(_read_json(Path(self.args.mlx_model) / "processor" / "preprocessor_config.json"),
                                     self.mlx_model.config.encoder.image_size)
@@ -272,7 +277,7 @@ def run_torch(setup: Setup, pixels: np.ndarray, batch_size: int) -> list[list[in
 
 def run_mlx(setup: Setup, pixels: np.ndarray, batch_size: int) -> list[list[int]]:
     import mlx.core as mx
-    from decoding import GenerationConfig, generate_tokens
+    from scripts.decoding import GenerationConfig, generate_tokens
 
     base = setup.processor.generation_config if setup.processor is not None else GenerationConfig()
     cfg = base.updated(**setup.gen_options())

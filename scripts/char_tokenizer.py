@@ -7,6 +7,12 @@ Special tokens follow RoBERTa's order (<s>=0, <pad>=1, </s>=2, <unk>=3), like Tr
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import string
 from pathlib import Path

@@ -11,6 +11,12 @@ mapped and checked: a missing or unexpected weight stops the conversion and is n
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import shutil
@@ -20,8 +26,8 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlx_models import DTYPES, TrOCR, TrOCRConfig
-from weights import check_and_load, hf_to_mlx, read_hf_state_dict, resolve_checkpoint
+from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
+from scripts.weights import check_and_load, hf_to_mlx, read_hf_state_dict, resolve_checkpoint
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "sentencepiece.bpe.model"]

@@ -10,17 +10,23 @@ come from evaluate_peers.py (tesseract spa+eng --psm 7, rapidocr recognition onl
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from evaluate_peers import evaluate, format_report, make_recognizer
-from model_registry import resolve_model_path
+from scripts.evaluate_peers import evaluate, format_report, make_recognizer
+from scripts.model_registry import resolve_model_path
 
 
 def mlx_recognizer(model_path=None, batch_size: int = 32, dtype=None):
-    from mlx_processor import load_mlx_processor
+    from scripts.mlx_processor import load_mlx_processor
 
     proc = load_mlx_processor(resolve_model_path(model_path), dtype=dtype)
     return lambda images: proc.process_batch(images, batch_size=batch_size, show_progress=False)
@@ -51,7 +57,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from cpu_blas import reexec_with_openblas
+    from scripts.cpu_blas import reexec_with_openblas
 
     reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())

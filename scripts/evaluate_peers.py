@@ -7,11 +7,17 @@ and eng models, one text line: --psm 7) and rapidocr (PyPI `rapidocr`, its bundl
 recognizer only, since the input is already a cropped line). Any other model plugs in as a recognizer,
 a callable taking a list of PIL images and returning one string per image:
 
-    from evaluate_peers import evaluate
+    from scripts.evaluate_peers import evaluate
     report = evaluate("data/eval/manifest.csv", {"ours": my_model_batch_fn, "tesseract": tesseract_recognizer()})
 """
 
 from __future__ import annotations
+
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json
@@ -30,8 +36,8 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from metrics import cer, wer
-from synth_data import read_manifest
+from scripts.metrics import cer, wer
+from scripts.synth_data import read_manifest
 
 Recognizer = Callable[[list[Image.Image]], list[str]]
 ENGINES = ("tesseract", "rapidocr")

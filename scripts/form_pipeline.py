@@ -38,8 +38,8 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 from PIL import Image
 
-import forms
-from image_io import IMAGE_EXTENSIONS, ImageReadError, is_image_path, load_image
+from scripts import forms
+from scripts.image_io import IMAGE_EXTENSIONS, ImageReadError, is_image_path, load_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ class FormOCRConfig:
     batch_size: int = 8  # regions per forward pass
     dtype: Optional[str] = None  # float32 / float16 / bfloat16; None: as stored
     device: Optional[str] = None  # engine-specific ("cpu"/"gpu" for MLX, "cpu"/"cuda"/"mps" for torch)
-    preprocess: bool = False  # the scan is already binarized; True runs ocr_preprocessor_handler first
+    preprocess: bool = False  # the scan is already binarized; True runs scripts/preprocessing.py first
     binarize_method: str = "sauvola"  # when preprocessing: otsu, adaptive or sauvola
     denoise: bool = False  # when preprocessing
     deskew: bool = True  # when preprocessing
@@ -213,9 +213,7 @@ def load_scan(path, config: FormOCRConfig) -> Image.Image:
     """The scan as an "L" page, preprocessed (binarized, deskewed) when the config asks for it."""
     scan = load_image(path, mode="L")
     if config.preprocess:
-        if str(REPO_ROOT) not in sys.path:
-            sys.path.insert(0, str(REPO_ROOT))
-        from ocr_preprocessor_handler import preprocess_page
+        from scripts.preprocessing import preprocess_page  # OpenCV work, only when asked for
 
         scan = preprocess_page(scan, method=config.binarize_method, denoise=config.denoise, deskew=config.deskew)
     return scan
@@ -314,7 +312,7 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
 
 def score_against_ground_truth(rows: List[dict], path) -> dict:
     """Field-level accuracy of `rows` against a {region: text} JSON; each row gets `expected`/`correct`."""
-    from metrics import cer
+    from scripts.metrics import cer
 
     try:
         truth = {str(k): v for k, v in json.loads(Path(path).read_text(encoding="utf-8")).items()}
@@ -474,7 +472,7 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
 
     page = parser.add_argument_group("page preparation")
     page.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=d.preprocess,
-                      help="binarize (and deskew) the scan first with ocr_preprocessor_handler; off for scans "
+                      help="binarize (and deskew) the scan first (scripts/preprocessing.py); off for scans "
                            "that are already binarized (default: %(default)s)")
     page.add_argument("--binarize-method", choices=["otsu", "adaptive", "sauvola"], default=d.binarize_method,
                       help="binarization used with --preprocess (default: %(default)s)")

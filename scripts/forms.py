@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from image_io import ImageLike, load_image
-from image_io import _describe as describe  # names a source in messages the way image_io does
+from scripts.image_io import ImageLike, load_image
+from scripts.image_io import _describe as describe  # names a source in messages the way image_io does
 
 # The Bogotá form's template (red boxes on a transparent page), as shipped with the toolkit.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "template.png"

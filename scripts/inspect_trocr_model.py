@@ -11,6 +11,12 @@ generation config). Needs torch + transformers (./setup_mlx.sh installs both).
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import shutil
@@ -25,7 +31,7 @@ def sample_line_image():
     """A printed test line, so the test inference needs no input file."""
     from PIL import Image, ImageDraw
 
-    from forms import load_font
+    from scripts.forms import load_font
 
     img = Image.new("RGB", (384, 64), "white")
     ImageDraw.Draw(img).text((8, 14), "Bogotá 2024", fill="black", font=load_font(30))
@@ -65,7 +71,7 @@ def inspect(model_id: str, output_root=ROOT / "models" / "pytorch", image=None) 
     import torch
     from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-    from weights import resolve_checkpoint
+    from scripts.weights import resolve_checkpoint
 
     src = resolve_checkpoint(model_id)
     name = Path(model_id.rstrip("/")).name
@@ -83,7 +89,7 @@ def inspect(model_id: str, output_root=ROOT / "models" / "pytorch", image=None) 
             if (src / extra).exists() and not (out / extra).exists():
                 shutil.copy2(src / extra, out / extra)
     info = architecture_info(model, tokenizer, str(src))
-    from image_io import load_image
+    from scripts.image_io import load_image
 
     img = load_image(image) if image is not None else sample_line_image()
     pixels = image_processor(img, return_tensors="pt").pixel_values

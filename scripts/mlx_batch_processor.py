@@ -17,6 +17,12 @@ complete. Images are read and preprocessed in a background thread while the mode
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import csv
 import dataclasses
@@ -40,7 +46,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from image_io import IMAGE_EXTENSIONS, ImageReadError, _load_frame, _open
+from scripts.image_io import IMAGE_EXTENSIONS, ImageReadError, _load_frame, _open
 
 CSV_COLUMNS = ["image_name", "image_path", "text", "success", "processing_time", "error", "timestamp"]
 PAGE_RE = re.compile(r"\[page (\d+)\]$")
@@ -379,12 +385,12 @@ class MLXBatchProcessor:
 
     def __init__(self, model_path=None, batch_size: int = 8, verbose: bool = False, dtype: Optional[str] = None,
                  processor=None, queue_size: Optional[int] = None, **generation):
-        from model_registry import resolve_model_path
+        from scripts.model_registry import resolve_model_path
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if processor is None:
-            from mlx_processor import load_mlx_processor
+            from scripts.mlx_processor import load_mlx_processor
 
             model_path = resolve_model_path(model_path)
             processor = load_mlx_processor(model_path, dtype=dtype)
@@ -830,7 +836,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from cpu_blas import reexec_with_openblas
+    from scripts.cpu_blas import reexec_with_openblas
 
     reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())

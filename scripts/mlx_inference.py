@@ -10,6 +10,12 @@ Without --model, the bundled default model (models/mlx/default) is used. Each im
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import math
@@ -17,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from image_io import ImageReadError, load_image
+from scripts.image_io import ImageReadError, load_image
 
 
 def run(model: str | None, images: list[str], dtype: str | None = None, **gen) -> list[dict]:
     """Library entry point: one dict per image with text, score, seconds, error."""
-    from mlx_processor import load_mlx_processor
-    from model_registry import default_model_path
+    from scripts.mlx_processor import load_mlx_processor
+    from scripts.model_registry import default_model_path
 
     t0 = time.perf_counter()
     proc = load_mlx_processor(model or default_model_path(), dtype=dtype)
@@ -80,7 +86,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from cpu_blas import reexec_with_openblas
+    from scripts.cpu_blas import reexec_with_openblas
 
     reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())

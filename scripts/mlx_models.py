@@ -21,6 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from scripts.weights import DTYPES, check_and_load  # noqa: F401  (DTYPES: part of this module's API)
+
 # transformers' ACT2FN names -> MLX functions. "gelu" is the exact (erf) GELU; the tanh forms are
 # gelu_new / gelu_fast / gelu_pytorch_tanh, which MLX calls gelu_approx.
 ACTIVATIONS = {
@@ -37,8 +39,6 @@ ACTIVATIONS = {
     "sigmoid": mx.sigmoid,
     "mish": nn.mish,
 }
-
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
 def activation(name: str):
@@ -523,8 +523,6 @@ def load_model(path, dtype: Optional[str] = None) -> TrOCR:
     else:
         weights = mx.load(str(weight_file))
     model = TrOCR(config)
-    from weights import check_and_load  # local import: weights imports this module
-
     if dtype is None and mx.default_device() == mx.cpu:
         # float16/bfloat16 matmuls have no BLAS path on the CPU backend and run many times slower
         # than float32 there; a half-precision model (like the bundled one) is widened on CPU.

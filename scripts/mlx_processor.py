@@ -17,9 +17,9 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
-from decoding import GenerationConfig, Generated, generate_tokens
-from image_io import ImageLike, load_image
-from mlx_models import TrOCR, load_model
+from scripts.decoding import GenerationConfig, Generated, generate_tokens
+from scripts.image_io import ImageLike, load_image
+from scripts.mlx_models import TrOCR, load_model
 
 DEFAULT_MAX_LENGTH = 64
 

@@ -32,6 +32,12 @@ data it would have seen.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import collections
 import csv
@@ -53,8 +59,8 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
-from mlx_models import DTYPES, TrOCR, TrOCRConfig
-from weights import check_and_load, mlx_to_hf
+from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
+from scripts.weights import check_and_load, mlx_to_hf
 
 SHARD_BYTES = 15 * 2**20  # weight files above this are split (the repo keeps files under 16 MB)
 
@@ -185,7 +191,7 @@ def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: P
 def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     """Copy a model folder (a checkpoint's last/ or best/) to dst as a shippable MLX model: weights only,
     cast to `dtype`, sharded below 16 MB, no optimizer or trainer state."""
-    from mlx_models import load_model
+    from scripts.mlx_models import load_model
 
     src = Path(src)
     model = load_model(src)
@@ -200,7 +206,7 @@ def export_hf(src, dst) -> Path:
     VisionEncoderDecoderModel.from_pretrained(dst) and TrOCRProcessor / AutoTokenizer + ViTImageProcessor."""
     from safetensors.numpy import save_file
 
-    from mlx_models import load_model
+    from scripts.mlx_models import load_model
 
     src, dst = Path(src), Path(dst)
     model = load_model(src)
@@ -279,11 +285,11 @@ class ManifestSource:
         img = Image.open(row["image"])
         img.load()
         if self.warp > 0:
-            from synth_data import warp
+            from scripts.synth_data import warp
 
             img = warp(img, np.random.default_rng([self.seed, 8, k]), self.warp)
         if self.augment > 0:
-            from synth_data import degrade
+            from scripts.synth_data import degrade
 
             img = degrade(img, np.random.default_rng([self.seed, 7, k]), self.augment)
         return img, row["text"]
@@ -294,7 +300,7 @@ class SynthSource:
 
     def __init__(self, seed: int = 0, style: str = "both", font_split: str = "train", fonts=None, exclude=None,
                  kinds=None, strength: float = 1.0, height: int = 64, warp: float = 0.0):
-        import synth_data
+        from scripts import synth_data
 
         args = argparse.Namespace(style=style, font_split=font_split, fonts=fonts, exclude_fonts=exclude)
         chosen = synth_data._select_fonts(args)
@@ -305,14 +311,14 @@ class SynthSource:
         self.warp = warp
 
     def get(self, k: int) -> tuple[Image.Image, str]:
-        from synth_data import make_sample
+        from scripts.synth_data import make_sample
 
         img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
                                warp_strength=self.warp)
         return img, row["text"]
 
     def describe(self) -> dict:
-        from synth_data import font_name
+        from scripts.synth_data import font_name
 
         return {"seed": self.seed, "kinds": list(self.kinds), "strength": self.strength, "warp": self.warp,
                 "fonts": sorted(f"{font_name(p)} ({s})" for p, s in self.fonts)}
@@ -422,7 +428,7 @@ class Trainer:
     def __init__(self, model: TrOCR, processor_dir, *, lr: float = 5e-4, warmup: int = 500, total_steps: int = 10000,
                  weight_decay: float = 0.01, clip: float = 1.0, label_smoothing: float = 0.0, accum: int = 1,
                  dtype: str = "float32", max_target_length: int = 72, seed: int = 0, final_lr_fraction: float = 0.02):
-        from mlx_processor import ImagePreprocessor, TextDecoder, _read_json
+        from scripts.mlx_processor import ImagePreprocessor, TextDecoder, _read_json
 
         self.model, self.config = model, model.config
         self.processor_dir = Path(processor_dir)
@@ -526,8 +532,8 @@ class Trainer:
 
     def processor(self, max_length: Optional[int] = None):
         """The model as an MLXTrOCRProcessor (greedy decoding, as the handlers use it)."""
-        from decoding import GenerationConfig
-        from mlx_processor import MLXTrOCRProcessor
+        from scripts.decoding import GenerationConfig
+        from scripts.mlx_processor import MLXTrOCRProcessor
 
         gen = GenerationConfig.from_dict({"max_length": max_length or self.max_target_length,
                                           "decoder_start_token_id": self.config.decoder_start_token_id,
@@ -536,7 +542,7 @@ class Trainer:
         return MLXTrOCRProcessor(self.model, self.preprocessor, self.text, gen)
 
     def evaluate(self, images: Sequence, texts: Sequence[str], batch_size: int = 64) -> dict:
-        from metrics import cer, wer
+        from scripts.metrics import cer, wer
 
         hyps = self.processor().process_batch(list(images), batch_size=batch_size, show_progress=False)
         return {"cer": cer(texts, hyps), "wer": wer(texts, hyps), "n": len(texts), "examples": list(zip(texts, hyps))[:5]}
@@ -620,11 +626,11 @@ def optim_norm(flat: dict) -> mx.array:
 def build_model(args) -> tuple[TrOCR, Path, Path]:
     """(model, processor dir, work dir for new processor files) for --init, --resume or a new --arch."""
     if args.resume or args.init:
-        from mlx_models import load_model
+        from scripts.mlx_models import load_model
 
         src = Path(args.resume or args.init)
         return load_model(src), src / "processor", None
-    from char_tokenizer import build_char_tokenizer, save_char_tokenizer
+    from scripts.char_tokenizer import build_char_tokenizer, save_char_tokenizer
 
     arch = dict(ARCH_PRESETS["small"])
     if args.arch in ARCH_PRESETS:
@@ -881,7 +887,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from cpu_blas import reexec_with_openblas
+    from scripts.cpu_blas import reexec_with_openblas
 
     reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())

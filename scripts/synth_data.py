@@ -17,6 +17,12 @@ Sample i depends only on (seed, i), so a data set is the same whatever the numbe
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import calendar
 import csv

@@ -17,6 +17,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 # Older hub checkpoints -> transformers 5.x names (the order matters: attention.output before output).
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}  # the dtypes a model can be stored/run in
+
 _LEGACY_RENAMES = [
     (r"^encoder\.encoder\.layer\.(\d+)\.", r"encoder.layers.\1."),
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),
@@ -120,8 +122,6 @@ def mlx_to_hf(weights: dict, config) -> dict[str, np.ndarray]:
 
 def check_and_load(model, weights: dict, source: str = "checkpoint", dtype: Optional[str] = None) -> None:
     """Load `weights` into `model` after checking that each weight exists, is expected and has its shape."""
-    from mlx_models import DTYPES
-
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

@@ -1,9 +1,8 @@
-"""Test setup: the toolkit's modules live flat in scripts/ (as standalone scripts import them)."""
+"""Test setup: the toolkit is imported as the package `scripts` from the repository root."""
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
@@ -13,7 +12,7 @@ import pytest  # noqa: E402
 def tiny_model(tmp_path_factory):
     """A tiny random-weight TrOCR: (HF checkpoint folder, converted MLX folder). Built once per run."""
     from hf_fixtures import make_model, save_checkpoint
-    from convert_trocr_to_mlx import convert
+    from scripts.convert_trocr_to_mlx import convert
 
     root = tmp_path_factory.mktemp("tiny_model")
     hf = save_checkpoint(make_model("base"), root / "hf")

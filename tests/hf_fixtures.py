@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from char_tokenizer import build_char_tokenizer, save_char_tokenizer
+from scripts.char_tokenizer import build_char_tokenizer, save_char_tokenizer
 
 VOCAB = build_char_tokenizer().get_vocab_size()
 
@@ -111,7 +111,7 @@ def save_checkpoint(model, folder, legacy_weights: bool = False) -> Path:
     write_preprocessor(folder, model.config.encoder.image_size)
     if legacy_weights:
         # the hub's older layout: pytorch_model.bin with pre-5.x names
-        from weights import canonical_hf_name  # noqa: F401  (documents the inverse we rely on)
+        from scripts.weights import canonical_hf_name  # noqa: F401  (documents the inverse we rely on)
 
         state = {_legacy_name(k): v for k, v in model.state_dict().items()}
         (folder / "model.safetensors").unlink()

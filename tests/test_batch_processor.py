@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mlx_batch_processor as mbp
-from image_io import iter_pages
-from mlx_batch_processor import CSV_COLUMNS, MLXBatchProcessor, expand_braces, find_images, main, read_results_csv
+from scripts import mlx_batch_processor as mbp
+from scripts.image_io import iter_pages
+from scripts.mlx_batch_processor import CSV_COLUMNS, MLXBatchProcessor, expand_braces, find_images, main, read_results_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "mlx_batch_processor.py"
@@ -36,7 +36,7 @@ def mlx_model(request, tmp_path_factory):
     try:
         return request.getfixturevalue("tiny_model")[1]
     except pytest.FixtureLookupError:
-        from convert_trocr_to_mlx import convert
+        from scripts.convert_trocr_to_mlx import convert
         from hf_fixtures import make_model, save_checkpoint
 
         root = tmp_path_factory.mktemp("batch_tiny_model")
@@ -371,7 +371,7 @@ def test_existing_csv_needs_resume_or_overwrite(mlx_model, collection, full_run,
 
 
 def test_default_model_path(monkeypatch, tmp_path):
-    import model_registry
+    from scripts import model_registry
 
     monkeypatch.setattr(model_registry, "DEFAULT_MODEL_DIR", tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="convert_trocr_to_mlx"):

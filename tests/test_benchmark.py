@@ -6,7 +6,7 @@ import hf_fixtures as F
 
 
 def test_benchmark_reports_both_frameworks_and_agreement(tiny_model, tmp_path, capsys):
-    from benchmark_pytorch_vs_mlx import main
+    from scripts.benchmark_pytorch_vs_mlx import main
 
     hf_dir, mlx_dir = tiny_model
     paths = []

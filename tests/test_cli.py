@@ -8,8 +8,8 @@ import hf_fixtures as F
 
 
 def test_mlx_inference_prints_text_and_time(tiny_model, tmp_path, capsys):
-    from mlx_inference import main
-    from mlx_processor import load_mlx_processor
+    from scripts.mlx_inference import main
+    from scripts.mlx_processor import load_mlx_processor
 
     _, mlx_dir = tiny_model
     img = F.random_images(1, seed=11)[0]
@@ -21,7 +21,7 @@ def test_mlx_inference_prints_text_and_time(tiny_model, tmp_path, capsys):
 
 
 def test_mlx_inference_errors(tiny_model, tmp_path, capsys):
-    from mlx_inference import main
+    from scripts.mlx_inference import main
 
     _, mlx_dir = tiny_model
     assert main(["--model", str(tmp_path / "no_model"), "--image", "x.png"]) == 2
@@ -38,7 +38,7 @@ def test_mlx_inference_errors(tiny_model, tmp_path, capsys):
 
 
 def test_inspect_writes_architecture_info(tiny_model, tmp_path):
-    from inspect_trocr_model import inspect
+    from scripts.inspect_trocr_model import inspect
 
     hf_dir, _ = tiny_model
     info = inspect(str(hf_dir), tmp_path / "pytorch")
@@ -52,7 +52,7 @@ def test_inspect_writes_architecture_info(tiny_model, tmp_path):
 
 
 def test_inspect_offline_hub_id_says_so(tmp_path, monkeypatch, capsys):
-    from inspect_trocr_model import main
+    from scripts.inspect_trocr_model import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))

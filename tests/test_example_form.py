@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import forms
-from ocr_preprocessor_handler import preprocess_page
-from synth_data import find_fonts
+from scripts import forms
+from scripts.preprocessing import preprocess_page
+from scripts.synth_data import find_fonts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

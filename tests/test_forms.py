@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import forms
-from ocr_preprocessor_handler import binarize_otsu
+from scripts import forms
+from scripts.preprocessing import binarize_otsu
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "template.png"

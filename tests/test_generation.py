@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import hf_fixtures as F
-from convert_trocr_to_mlx import convert
-from mlx_processor import load_mlx_processor
+from scripts.convert_trocr_to_mlx import convert
+from scripts.mlx_processor import load_mlx_processor
 
 NEW = 24
 EOS, PAD = 2, 1

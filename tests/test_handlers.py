@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import form_pipeline as fp
-import forms
+from scripts import form_pipeline as fp
+from scripts import forms
 import hf_fixtures as F
 import ocr_inference_handler as pt_handler
 import ocr_inference_handler_mlx as mlx_handler
@@ -129,7 +129,7 @@ def test_checkpoint_is_converted_once(runs, models, monkeypatch):
     cache = runs["cache"]
     (converted,) = list(cache.iterdir())
     assert (converted / "converted_from.json").is_file()
-    import convert_trocr_to_mlx
+    from scripts import convert_trocr_to_mlx
 
     monkeypatch.setattr(convert_trocr_to_mlx, "convert", lambda *a, **k: pytest.fail("converted again"))
     path, source = mlx_handler.mlx_model_dir(str(models[2]), cache)

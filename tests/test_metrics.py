@@ -2,7 +2,7 @@
 
 import pytest
 
-from metrics import cer, edit_distance, wer, word_edit_distance
+from scripts.metrics import cer, edit_distance, wer, word_edit_distance
 
 
 def test_edit_distance_counts_characters():

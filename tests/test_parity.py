@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import hf_fixtures as F
-from convert_trocr_to_mlx import convert
-from mlx_models import TrOCR, TrOCRConfig
-from mlx_processor import load_mlx_processor
-from weights import check_and_load, hf_to_mlx
+from scripts.convert_trocr_to_mlx import convert
+from scripts.mlx_models import TrOCR, TrOCRConfig
+from scripts.mlx_processor import load_mlx_processor
+from scripts.weights import check_and_load, hf_to_mlx
 
 NEW_TOKENS = 32
 
@@ -133,7 +133,7 @@ def test_legacy_hub_layout(tmp_path):
     proc = load_mlx_processor(convert(hf_dir, tmp_path / "mlx", verbose=False))
     assert proc.process_batch(images, max_new_tokens=20, show_progress=False) == ref
     # the path without transformers rebuilds the byte-level BPE with the tokenizers library alone
-    import convert_trocr_to_mlx as C
+    from scripts import convert_trocr_to_mlx as C
 
     tok_only = tmp_path / "tok_only"
     tok_only.mkdir()
@@ -184,7 +184,7 @@ def test_unexpected_weight_is_named(tmp_path):
 
 
 def test_cli_converter_reports_errors(tmp_path, capsys):
-    from convert_trocr_to_mlx import main
+    from scripts.convert_trocr_to_mlx import main
 
     assert main(["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 1
     assert "nope" in capsys.readouterr().err

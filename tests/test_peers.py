@@ -4,8 +4,8 @@ import json
 import shutil
 
 import pytest
-import evaluate_peers as ep
-import synth_data as sd
+from scripts import evaluate_peers as ep
+from scripts import synth_data as sd
 
 
 @pytest.fixture(scope="module")

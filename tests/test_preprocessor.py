@@ -1,12 +1,13 @@
-"""ocr_preprocessor_handler: every input mode and format, the three binarizations, deskew, CLI."""
+"""scripts/preprocessing.py and its CLI ocr_preprocessor_handler.py: every input mode and format, the three binarizations, deskew, CLI."""
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import ocr_preprocessor_handler as pp
-from forms import load_font
-from image_io import ImageReadError
+import ocr_preprocessor_handler as cli
+from scripts import preprocessing as pp
+from scripts.forms import load_font
+from scripts.image_io import ImageReadError
 
 W, H = 900, 400
 
@@ -128,23 +129,23 @@ def test_cli_folder_multipage_and_errors(page, tmp_path, capsys):
     frames = [Image.fromarray(page), Image.fromarray(pp.rotate(page, 2.0))]
     frames[0].save(src / "two.tif", save_all=True, append_images=frames[1:])
     (src / "notes.txt").write_text("not an image, skipped")
-    assert pp.main(["-i", str(src), "-o", str(tmp_path / "out"), "--method", "adaptive"]) == 0
+    assert cli.main(["-i", str(src), "-o", str(tmp_path / "out"), "--method", "adaptive"]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["one.png", "two_p1.png", "two_p2.png"]
     second = np.asarray(Image.open(tmp_path / "out" / "two_p2.png"))
     assert iou(second == 0, page < 128) > 0.6  # deskewed by default
 
-    assert pp.main(["-i", str(src / "one.png"), "-o", str(tmp_path / "single.png"), "--no-deskew"]) == 0
+    assert cli.main(["-i", str(src / "one.png"), "-o", str(tmp_path / "single.png"), "--no-deskew"]) == 0
     assert Image.open(tmp_path / "single.png").mode == "L"
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    assert pp.main(["-i", str(tmp_path / "broken.png"), "-o", str(tmp_path / "x.png")]) == 2
+    assert cli.main(["-i", str(tmp_path / "broken.png"), "-o", str(tmp_path / "x.png")]) == 2
     assert "broken.png" in capsys.readouterr().err
 
 
 def test_help_lists_the_methods(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        pp.parse_args(["--help"])
+        cli.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert all(m in text for m in pp.METHODS) and "--denoise" in text and "--no-deskew" in text

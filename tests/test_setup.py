@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cpu_blas import find_openblas, mlx_cpu_build
+from scripts.cpu_blas import find_openblas, mlx_cpu_build
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ("import sys; sys.path.insert(0, 'scripts'); from cpu_blas import reexec_with_openblas; reexec_with_openblas();"
+PROBE = ("from scripts.cpu_blas import reexec_with_openblas; reexec_with_openblas();"
          "import os, numpy as np, mlx.core as mx; a = np.random.default_rng(0).standard_normal((300, 200), np.float32);"
          "b = np.random.default_rng(1).standard_normal((200, 100), np.float32);"
          "print(os.environ.get('LD_PRELOAD', '')); print(float(np.abs(np.array(mx.array(a) @ mx.array(b)) - a @ b).max()))")
@@ -35,7 +35,7 @@ def test_mlx_programs_restart_with_openblas_and_stay_right():
 
 def test_importing_an_mlx_program_does_not_restart_the_process():
     # the restart lives in the __main__ blocks only: importing (as tests and handlers do) must not exec
-    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'scripts'); import mlx_inference;"
+    out = subprocess.run([sys.executable, "-c", "import scripts.mlx_inference;"
                           "import os; print(os.environ.get('LD_PRELOAD', ''))"],
                          capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, "LD_PRELOAD": ""})
     assert out.stdout.strip() == ""

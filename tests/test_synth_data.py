@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import synth_data as sd
+from scripts import synth_data as sd
 
 FALLBACK = sd.FALLBACK_FONT
 

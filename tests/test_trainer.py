@@ -8,8 +8,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-import mlx_trainer as T
-from synth_data import FALLBACK_FONT, render_line
+from scripts import mlx_trainer as T
+from scripts.synth_data import FALLBACK_FONT, render_line
 
 LINES = ["Calle 45 # 12-30", "María Pérez", "$ 1.250.000", "12/03/1985", "Sí", "juan@correo.com"]
 
@@ -130,7 +130,7 @@ def test_checkpoint_resume_is_exact(tmp_path, manifest):
 
 
 def test_mlx_export_loads_with_processor(trained, manifest, tmp_path):
-    from mlx_processor import load_mlx_processor
+    from scripts.mlx_processor import load_mlx_processor
 
     trainer, _, out = trained
     trainer.save_model(out / "best")
@@ -149,7 +149,7 @@ def test_mlx_export_loads_with_processor(trained, manifest, tmp_path):
 
 
 def test_sharded_weights_load(trained, tmp_path):
-    from mlx_models import load_model
+    from scripts.mlx_models import load_model
 
     trainer, _, _ = trained
     T.save_sharded(tmp_path, "model", dict(trainer.master), max_bytes=50_000)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the time of one MLX TrOCR line goes: encoder vs decoder steps, and host overhead vs GPU work.
 
-    python scripts/profile_decode.py --dtype float16 --batch-sizes 1,32
+    python dev/profile_decode.py --dtype float16 --batch-sizes 1,32
 
 Builds the trocr-base architecture with random weights in MLX alone (no torch needed) and times:
 the encoder; one decoder step (compiled, as generation runs it); the same step's matrix work alone
@@ -13,6 +13,12 @@ the GPU's arithmetic or memory.
 
 from __future__ import annotations
 
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import time
@@ -20,7 +26,7 @@ import time
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from mlx_models import DTYPES, DecoderConfig, EncoderConfig, TrOCR, TrOCRConfig
+from scripts.mlx_models import DTYPES, DecoderConfig, EncoderConfig, TrOCR, TrOCRConfig
 
 
 def trocr_base_config() -> TrOCRConfig:

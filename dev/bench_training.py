@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training speed, MLX vs PyTorch, for the same TrOCR model and the same batch.
 
-    python scripts/bench_training.py --model runs/small/last --batch-size 128 --steps 50
+    python dev/bench_training.py --model runs/small/last --batch-size 128 --steps 50
 
 The PyTorch model is transformers' VisionEncoderDecoderModel loaded from our HF export of --model
 (mlx_trainer.export_hf), so both frameworks train the very same architecture from the same weights. One
@@ -12,6 +12,12 @@ fp32 master weights. PyTorch: fp32 weights, bf16 autocast, fused AdamW (eager, a
 """
 
 from __future__ import annotations
+
+if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json
@@ -24,8 +30,8 @@ import numpy as np
 
 def make_batch(model_dir: Path, batch_size: int, seed: int):
     """A batch of synthetic lines at the model's input size: (uint8 pixels (B,H,W,1|3), texts)."""
-    import mlx_trainer as T
-    from mlx_models import TrOCRConfig
+    from scripts import mlx_trainer as T
+    from scripts.mlx_models import TrOCRConfig
 
     cfg = TrOCRConfig.from_file(model_dir / "config.json")
     src = T.SynthSource(seed=seed, height=cfg.encoder.image_size[0])
@@ -35,8 +41,8 @@ def make_batch(model_dir: Path, batch_size: int, seed: int):
 def bench_mlx(model_dir: Path, pixels, texts, steps: int, warmup: int, dtype: str) -> dict:
     import mlx.core as mx
 
-    import mlx_trainer as T
-    from mlx_models import load_model
+    from scripts import mlx_trainer as T
+    from scripts.mlx_models import load_model
 
     trainer = T.Trainer(load_model(model_dir), model_dir / "processor", lr=1e-4, warmup=1, total_steps=10**6,
                         label_smoothing=0.1, dtype=dtype)
@@ -55,8 +61,8 @@ def bench_torch(model_dir: Path, pixels, texts, steps: int, warmup: int, compile
     import torch.nn.functional as F
     from transformers import VisionEncoderDecoderModel
 
-    import mlx_trainer as T
-    from mlx_models import load_model
+    from scripts import mlx_trainer as T
+    from scripts.mlx_models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = T.export_hf(model_dir, Path(tmp) / "hf")

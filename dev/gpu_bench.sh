@@ -2,7 +2,7 @@
 # GPU benchmark: MLX (CUDA backend) vs transformers on the random-weight trocr-base architecture,
 # float16, exactly 20 generated tokens per line, batch sizes 1 and 32, in one run.
 # Run from the repository root on the GPU machine, after sourcing the MLX CUDA environment:
-#     . .device/part2/mlx-cuda-env.sh && bash scripts/gpu_bench.sh
+#     . .device/part2/mlx-cuda-env.sh && bash dev/gpu_bench.sh
 # Writes $OUT/bench_gpu.json, $OUT/bench_gpu.png and $OUT/bench_gpu.log. Takes about 1-2 minutes on an H100.
 set -euo pipefail
 OUT=${OUT:-outputs}
