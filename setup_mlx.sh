@@ -4,7 +4,8 @@
 #   ./setup_mlx.sh            MLX + PyTorch/transformers (both handlers, converter, benchmarks)
 #   ./setup_mlx.sh --mlx-only MLX inference only (no torch, no transformers)
 #   ./setup_mlx.sh --dev      everything above plus the test tools
-#   ./setup_mlx.sh --fonts    also the Debian font packages in fonts-debian.txt (synthetic training lines)
+#   ./setup_mlx.sh --fonts    also the Debian font and word-list packages of fonts-debian.txt and
+#                             wordlists-debian.txt (synthetic training lines, the independent evaluation set)
 #   ./setup_mlx.sh --eval     also the peer OCR engines: requirements-eval.txt and apt's tesseract-ocr
 #                             (apt-get installs run as root or through sudo; elsewhere you are told what to install)
 #
@@ -27,7 +28,7 @@ for arg in "$@"; do
     --dev) dev=1 ;;
     --fonts) fonts=1 ;;
     --eval) eval_tools=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -96,9 +97,9 @@ apt_install() {
     || { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "$@"; }
 }
 if [ "$fonts" = 1 ]; then
-  say "installing font packages from fonts-debian.txt"
+  say "installing font and word-list packages from fonts-debian.txt and wordlists-debian.txt"
   # shellcheck disable=SC2046  # one word per package name
-  apt_install $(sed 's/#.*//' fonts-debian.txt | awk 'NF {print $1}')
+  apt_install $(sed 's/#.*//' fonts-debian.txt wordlists-debian.txt | awk 'NF {print $1}' | sort -u)
   command -v apt-get >/dev/null 2>&1 || say "without them synth_data.py renders printed lines in matplotlib's DejaVuSans only; \
 pass other .ttf/.otf files (with Spanish accents) to scripts/synth_data.py --fonts"
 fi

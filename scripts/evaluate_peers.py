@@ -138,7 +138,8 @@ def evaluate(manifest: Union[str, os.PathLike, Sequence[dict]], recognizers: Map
     """Run each recognizer on the manifest's lines and score it.
 
     manifest: a manifest.csv path (see synth_data.make_dataset) or its rows (with absolute 'image' paths).
-    Returns {"n_lines", "results": {name: {"overall", "by_style", "by_font", "by_kind", "seconds",
+    Returns {"n_lines", "results": {name: {"overall", "by_style", "by_font", "by_kind", "by_layout",
+    "by_style_layout", "seconds",
     "lines_per_second"}}, "predictions": {name: [text per line]}, "references": [text per line]}."""
     rows = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
     rows = rows[:limit] if limit else rows
@@ -162,6 +163,9 @@ def evaluate(manifest: Union[str, os.PathLike, Sequence[dict]], recognizers: Map
             "by_style": _grouped(rows, hyps, "style"),
             "by_font": _grouped(rows, hyps, "font"),
             "by_kind": _grouped(rows, hyps, "kind"),
+            "by_layout": _grouped(rows, hyps, "layout"),  # trimmed / untrimmed / form crops, when the manifest says
+            "by_style_layout": _grouped([{**r, "sl": f"{r.get('style', '')}/{r.get('layout', '')}"} for r in rows],
+                                        hyps, "sl"),
             "seconds": seconds,
             "lines_per_second": len(rows) / seconds if seconds > 0 else float("inf"),
         }
@@ -180,12 +184,13 @@ def format_report(report: dict) -> str:
         for group, s in groups:
             lines.append(f"{name:<14}{group:<16}{s['n']:>6}{s['cer']:>9.2%}{s['wer']:>9.2%}")
         lines.append(f"{name:<14}{'speed':<16}{res['lines_per_second']:>12.1f} lines/s")
-    for section in ("by_font", "by_kind"):
-        keys = sorted({k for name in names for k in report["results"][name][section]})
+    for section in ("by_layout", "by_style_layout", "by_font", "by_kind"):
+        keys = sorted({k for name in names for k in report["results"][name].get(section, {})})
         lines += ["", f"CER {section.replace('_', ' ')}:", f"{'':<28}{'n':>6}" + "".join(f"{n:>12}" for n in names)]
         for key in keys:
-            first = report["results"][names[0]][section].get(key, {"n": 0})
-            cells = "".join(f"{report['results'][n][section][key]['cer']:>12.2%}" for n in names)
+            first = report["results"][names[0]].get(section, {}).get(key, {"n": 0})
+            cells = "".join(f"{report['results'][n].get(section, {}).get(key, {'cer': float('nan')})['cer']:>12.2%}"
+                            for n in names)
             lines.append(f"{key:<28}{first['n']:>6}{cells}")
     return "\n".join(lines)
 

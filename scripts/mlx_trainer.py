@@ -299,7 +299,7 @@ class SynthSource:
     """An endless stream of rendered form-field lines: sample k = synth_data.make_sample(k, seed, ...)."""
 
     def __init__(self, seed: int = 0, style: str = "both", font_split: str = "train", fonts=None, exclude=None,
-                 kinds=None, strength: float = 1.0, height: int = 64, warp: float = 0.0):
+                 kinds=None, strength: float = 1.0, height: int = 64, warp: float = 0.0, layout=None):
         from scripts import synth_data
 
         args = argparse.Namespace(style=style, font_split=font_split, fonts=fonts, exclude_fonts=exclude)
@@ -308,19 +308,20 @@ class SynthSource:
         if not self.fonts:
             raise ValueError("no usable font for the synthetic stream (./setup_mlx.sh --fonts installs them)")
         self.seed, self.kinds, self.strength, self.height = seed, tuple(kinds or synth_data.FIELD_KINDS), strength, height
-        self.warp = warp
+        self.warp, self.layout = warp, layout
 
     def get(self, k: int) -> tuple[Image.Image, str]:
         from scripts.synth_data import make_sample
 
         img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
-                               warp_strength=self.warp)
+                               warp_strength=self.warp, layout=self.layout)
         return img, row["text"]
 
     def describe(self) -> dict:
         from scripts.synth_data import font_name
 
         return {"seed": self.seed, "kinds": list(self.kinds), "strength": self.strength, "warp": self.warp,
+                "layout": self.layout or "mix",
                 "fonts": sorted(f"{font_name(p)} ({s})" for p, s in self.fonts)}
 
 
@@ -658,7 +659,8 @@ def make_sources(args, image_size):
     """(train source, validation (images, texts))."""
     if args.synthetic:
         kw = dict(style=args.synth_style, font_split="train", fonts=args.fonts, exclude=args.exclude_fonts,
-                  kinds=args.kinds, strength=args.synth_strength, height=image_size[0], warp=args.warp)
+                  kinds=args.kinds, strength=args.synth_strength, height=image_size[0], warp=args.warp,
+                  layout=None if args.layout == "mix" else args.layout)
         train = SynthSource(seed=args.seed, **kw)
         val_src = SynthSource(seed=args.seed + 100_000, **kw)
         val = [val_src.get(k) for k in range(args.val_size)]
@@ -831,6 +833,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fonts", nargs="+", metavar="PATH", help="synthetic: exactly these font files")
     d.add_argument("--exclude-fonts", nargs="+", metavar="PATTERN", help="synthetic: drop fonts matching these patterns")
     d.add_argument("--kinds", type=lambda s: s.split(","), help="synthetic: field kinds (comma-separated)")
+    d.add_argument("--layout", choices=("mix", "tight", "margins", "box"), default="mix",
+                   help="synthetic: field geometry (synth_data.field_layout); mix = tight lines, margins and whole "
+                        "boxes with borders and neighbours' ink (default)")
     d.add_argument("--train-manifest", metavar="PATH", help="CSV (image,text) / JSONL / labels.tsv, or a folder of images with one")
     d.add_argument("--val-manifest", metavar="PATH", help="validation lines (default: --val-split of the training rows)")
     d.add_argument("--val-split", type=float, default=0.05, help="fraction of the manifest held out for validation")

@@ -1,9 +1,10 @@
 """Synthetic form-field text lines for training and evaluating the OCR model, deterministic from a seed.
 
 The users' forms are Spanish-language paper forms from Bogotá; each field (a red box) is cropped and read
-as one text line. This module makes look-alike lines: field values (names, dates, amounts, cédulas/NITs,
-phones, addresses, emails, phrases, words, numbers), rendered in printed or handwriting-style fonts and
-degraded like a scan.
+as one text line. This module makes look-alike lines: open-vocabulary field values (text_sources.py: Faker
+locales, Debian word lists, random strings, Colombian number formats), rendered in printed or
+handwriting-style fonts, laid out as real crops are (tight, with margins, or whole boxes with their borders
+and the neighbours' ink: field_layout) and degraded like a scan.
 
     python scripts/synth_data.py --out data/train --n 50000 --seed 0 --style both
     python scripts/synth_data.py --out data/heldout --n 1000 --seed 1 --font-split heldout
@@ -11,7 +12,7 @@ degraded like a scan.
 
 Fonts come from the Debian packages in fonts-debian.txt (`./setup_mlx.sh --fonts` installs them).
 Held-out fonts: the families in HELD_OUT_FAMILIES are never used for training lines (`--font-split train`,
-the default) so that `--font-split heldout` measures accuracy on fonts the model has not seen.
+the default); the independent evaluation set (dev/make_eval_lines.py) is drawn in them.
 Sample i depends only on (seed, i), so a data set is the same whatever the number of worker processes.
 """
 
@@ -24,7 +25,6 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import calendar
 import csv
 import fnmatch
 import functools
@@ -44,14 +44,9 @@ import numpy as np
 from fontTools.ttLib import TTFont  # fontTools comes with matplotlib
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-# ----------------------------------------------------------------------------------------------------
-# Character set: every generator draws only from it, and every font used must have all of it.
-# ----------------------------------------------------------------------------------------------------
-ACCENTED = "áéíóúñüÁÉÍÓÚÑÜ"
-PUNCTUATION = " .,:;-/#$@()%+&'_"
-CHARSET = string.ascii_letters + string.digits + ACCENTED + PUNCTUATION
+from scripts.text_sources import ACCENTED, CHARSET, SYMBOLS, KINDS as FIELD_KINDS, pick_kind  # noqa: F401  (re-exported)
+from scripts.text_sources import value as text_value
 
-FIELD_KINDS = ("name", "date", "amount", "id_number", "phone", "address", "email", "phrase", "word", "number")
 STYLES = ("printed", "handwriting")
 
 Rng = Union[np.random.Generator, int, None]
@@ -61,305 +56,9 @@ def _pick(rng: np.random.Generator, seq: Sequence):
     return seq[int(rng.integers(len(seq)))]
 
 
-def _vary_case(rng: np.random.Generator, text: str, upper: float = 0.25, lower: float = 0.0) -> str:
-    """Forms are often filled in capitals; sometimes all lower case."""
-    r = rng.random()
-    if r < upper:
-        return text.upper()
-    if r < upper + lower:
-        return text.lower()
-    return text
-
-
-def _thousands(value: int, sep: str) -> str:
-    return f"{value:,}".replace(",", sep)
-
-
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Field values
-# ----------------------------------------------------------------------------------------------------
-SPANISH_FIRST = (
-    "María", "José", "Juan", "Luis", "Carlos", "Andrés", "Sofía", "Valentina", "Camila", "Daniela", "Ángela",
-    "Iván", "Óscar", "Julián", "Sebastián", "Martín", "Ramón", "Jesús", "Inés", "Lucía", "Mónica", "Verónica",
-    "Nicolás", "Simón", "Tomás", "Matías", "Estefanía", "Natalia", "Paola", "Diana", "Jhon", "Yésica", "Héctor",
-    "Rubén", "Raúl", "Álvaro", "Adrián", "Agustín", "Begoña", "Zoé", "Úrsula", "Íngrid", "Efraín", "Germán",
-    "Hernán", "Dairo", "Edwin", "Leidy", "Marisol", "Nubia", "Gloria", "Fabián", "Cristóbal", "Joaquín",
-    "Néstor", "Ismael", "Elkin", "Yolanda", "Ana", "Pedro", "Jorge", "Felipe", "Alejandro", "Manuel", "Ximena",
-)
-SPANISH_LAST = (
-    "Rodríguez", "Gómez", "González", "Martínez", "García", "López", "Hernández", "Pérez", "Sánchez", "Ramírez",
-    "Díaz", "Torres", "Rojas", "Vargas", "Moreno", "Jiménez", "Muñoz", "Núñez", "Castaño", "Peña", "Ibáñez",
-    "Ordóñez", "Suárez", "Vélez", "Cárdenas", "Londoño", "Argüello", "Güiza", "Agüero", "Ospina", "Cañón",
-    "Beltrán", "Ortiz", "Álvarez", "Bermúdez", "Castillo", "Quintero", "Zúñiga", "Montaña", "Patiño", "Ramos",
-    "Acuña", "Mejía", "Gutiérrez", "Córdoba", "Salazar", "Ávila", "Úsuga", "Echeverría", "Villalba", "Duarte",
-)
-ENGLISH_FIRST = (
-    "John", "Mary", "James", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "William", "Elizabeth",
-    "David", "Susan", "Richard", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Christopher", "Emily",
-    "Matthew", "Ashley", "Kevin", "Brian", "Chloé", "René",
-)
-ENGLISH_LAST = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson", "Taylor",
-    "Thomas", "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker",
-    "Young", "O'Brien", "McDonald", "Wright", "Scott",
-)
-BOGOTA_LOCALITIES = (
-    "Usaquén", "Chapinero", "Santa Fe", "San Cristóbal", "Usme", "Tunjuelito", "Bosa", "Kennedy", "Fontibón",
-    "Engativá", "Suba", "Barrios Unidos", "Teusaquillo", "Los Mártires", "Antonio Nariño", "Puente Aranda",
-    "La Candelaria", "Rafael Uribe Uribe", "Ciudad Bolívar", "Sumapaz", "Cedritos", "Modelia", "Galerías",
-)
-SPANISH_WORDS = (
-    "información", "dirección", "teléfono", "número", "código", "razón", "social", "según", "año", "señor",
-    "señora", "niño", "niña", "pingüino", "vergüenza", "bilingüe", "cigüeña", "solicitud", "afiliación",
-    "observaciones", "beneficiario", "titular", "firma", "fecha", "nacimiento", "expedición", "ciudad",
-    "departamento", "municipio", "género", "estado", "civil", "soltero", "casado", "unión", "libre", "profesión",
-    "ocupación", "empresa", "cargo", "salario", "ingresos", "egresos", "crédito", "débito", "cuenta", "ahorros",
-    "corriente", "banco", "valor", "total", "pago", "pendiente", "revisión", "aprobado", "rechazado", "trámite",
-    "radicado", "documento", "identidad", "cédula", "extranjería", "pasaporte", "contribuyente", "régimen",
-    "simplificado", "común", "actividad", "económica", "correo", "electrónico", "móvil", "residencia",
-    "barrio", "localidad", "estrato", "vivienda", "propia", "arrendada", "familiar", "educación", "básica",
-    "técnico", "tecnólogo", "universitario", "posgrado", "salud", "pensión", "cesantías", "riesgos", "médico",
-    "diagnóstico", "síntomas", "tratamiento", "autorización", "decisión", "mañana", "tarde", "día", "mes",
-    "sí", "no", "ninguno", "otro", "cuál", "útil", "público", "privado", "jurídica", "natural", "menor",
-    "mayor", "edad", "acompañante", "teléfonos", "categoría", "vehículo", "matrícula", "inscripción",
-)
-SPANISH_CONNECTORS = ("de", "del", "la", "el", "y", "en", "para", "por", "con", "sin", "a", "los", "las")
-ENGLISH_WORDS = (
-    "name", "address", "phone", "date", "birth", "signature", "amount", "total", "payment", "account",
-    "number", "city", "country", "email", "approved", "pending", "review", "notes", "none", "other",
-    "employer", "position", "income", "single", "married", "yes", "no", "company", "branch", "office",
-)
-FIXED_PHRASES = (
-    "Sin observaciones", "Pago pendiente de revisión", "Firma del titular", "Datos del beneficiario",
-    "No aplica", "N/A", "Bogotá D.C.", "Colombia", "Persona natural", "Persona jurídica", "Cuenta de ahorros",
-    "Régimen común", "Unión libre", "Cabeza de familia", "Ver anexo", "Según documento adjunto",
-    "Same as above", "See attached", "Not applicable",
-)
-MONTHS_ES = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
-             "noviembre", "diciembre")
-MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-             "November", "December")
-STREET_TYPES = ("Calle", "Cl.", "Cl", "CL", "Carrera", "Cra.", "Cra", "Kr", "KR", "Cr.", "Avenida", "Av.",
-                "Av. Calle", "Av. Carrera", "AK", "AC", "Transversal", "Tv.", "Diagonal", "Dg.", "DG")
-STREET_SUFFIXES = ("", "", "", "A", "B", "C", "D", "F", "Q", " Bis", "A Bis", "B Bis")  # as written after the number
-ADDRESS_COMPLEMENTS = ("Apto {n}", "Apto. {n}", "Apt {n}", "Of. {n}", "Oficina {n}", "Int. {s}", "Local {n}",
-                       "Casa {s}", "Piso {s}", "Torre {s} Apto {n}", "Bloque {s} Apto {n}", "Consultorio {n}")
-EMAIL_DOMAINS = ("gmail.com", "hotmail.com", "yahoo.es", "outlook.com", "une.net.co", "empresa.com.co",
-                 "alcaldiabogota.gov.co", "unal.edu.co", "correo.com", "etb.net.co")
-
-
-def _person(rng: np.random.Generator) -> tuple[str, str, str]:
-    """(first name, second name or '', surname(s)) - Spanish (two surnames, often) or English."""
-    if rng.random() < 0.75:
-        first = _pick(rng, SPANISH_FIRST)
-        second = _pick(rng, SPANISH_FIRST) if rng.random() < 0.35 else ""
-        last = _pick(rng, SPANISH_LAST)
-        if rng.random() < 0.7:  # Colombians usually write both surnames
-            last += " " + _pick(rng, SPANISH_LAST)
-        return first, second, last
-    second = _pick(rng, string.ascii_uppercase) + "." if rng.random() < 0.3 else ""
-    return _pick(rng, ENGLISH_FIRST), second, _pick(rng, ENGLISH_LAST)
-
-
-def gen_name(rng: np.random.Generator) -> str:
-    first, second, last = _person(rng)
-    given = f"{first} {second}".strip()
-    layout = rng.random()
-    if layout < 0.6:
-        text = f"{given} {last}"
-    elif layout < 0.8:
-        text = f"{last}, {given}"
-    else:
-        text = f"{last.upper()} {given}"  # surnames first in capitals, as on cédulas
-    return _vary_case(rng, text, upper=0.3)
-
-
-def gen_date(rng: np.random.Generator) -> str:
-    y = int(rng.integers(1940, 2031))
-    m = int(rng.integers(1, 13))
-    d = int(rng.integers(1, calendar.monthrange(y, m)[1] + 1))
-    formats = (
-        lambda: f"{d:02d}/{m:02d}/{y}",
-        lambda: f"{d}/{m}/{y}",
-        lambda: f"{d:02d}-{m:02d}-{y}",
-        lambda: f"{y}-{m:02d}-{d:02d}",
-        lambda: f"{y}/{m:02d}/{d:02d}",
-        lambda: f"{d:02d}.{m:02d}.{y % 100:02d}",
-        lambda: f"{d:02d}/{m:02d}/{y % 100:02d}",
-        lambda: f"{d} de {MONTHS_ES[m - 1]} de {y}",
-        lambda: f"{d} {MONTHS_ES[m - 1].capitalize()} {y}",
-        lambda: f"{d:02d}/{MONTHS_ES[m - 1][:3].upper()}/{y}",
-        lambda: f"{d:02d}-{MONTHS_ES[m - 1][:3]}-{y}",
-        lambda: f"{MONTHS_EN[m - 1]} {d}, {y}",
-        lambda: f"{d} {MONTHS_EN[m - 1][:3]} {y}",
-        lambda: f"DD {d:02d} MM {m:02d} AAAA {y}",
-    )
-    return _pick(rng, formats)()
-
-
-def gen_amount(rng: np.random.Generator) -> str:
-    value = int(round(10 ** rng.uniform(2, 8.5)))
-    cents = int(rng.integers(0, 100))
-    dots, commas = _thousands(value, "."), _thousands(value, ",")
-    formats = (
-        lambda: f"$ {dots}",
-        lambda: f"${dots}",
-        lambda: f"$ {dots},{cents:02d}",
-        lambda: f"{commas}.{cents:02d}",
-        lambda: f"$ {commas}.{cents:02d}",
-        lambda: f"COP {dots}",
-        lambda: f"{dots} COP",
-        lambda: f"$ {dots} COP",
-        lambda: f"USD {commas}.{cents:02d}",
-        lambda: f"$ {dots} M/CTE",
-        lambda: f"{dots} pesos",
-        lambda: f"{value}",
-    )
-    return _pick(rng, formats)()
-
-
-def gen_id_number(rng: np.random.Generator) -> str:
-    kind = rng.random()
-    if kind < 0.55:  # cédula: newer ones have 10 digits starting with 10, older ones 7-8 digits
-        if rng.random() < 0.6:
-            number = int(rng.integers(1_000_000_000, 1_100_000_000))
-        else:
-            number = int(rng.integers(1_000_000, 99_999_999))
-        body = _thousands(number, ".") if rng.random() < 0.6 else str(number)
-        prefix = _pick(rng, ("", "", "C.C. ", "CC ", "C.C ", "CC. ", "T.I. ", "C.E. "))
-        return prefix + body
-    if kind < 0.9:  # NIT with its check digit
-        number = int(rng.integers(800_000_000, 999_999_999))
-        body = _thousands(number, ".") if rng.random() < 0.7 else str(number)
-        text = f"{body}-{int(rng.integers(0, 10))}"
-        return _pick(rng, ("", "NIT ", "NIT. ", "Nit: ")) + text
-    letters = "".join(_pick(rng, string.ascii_uppercase) for _ in range(2))
-    return f"{_pick(rng, ('', 'Pasaporte ', 'PA '))}{letters}{int(rng.integers(100000, 999999))}"
-
-
-def gen_phone(rng: np.random.Generator) -> str:
-    if rng.random() < 0.6:  # mobile: 3xx xxx xxxx
-        a, b, c = f"3{int(rng.integers(0, 60)):02d}", f"{int(rng.integers(0, 1000)):03d}", f"{int(rng.integers(0, 10000)):04d}"
-        text = _pick(rng, (f"{a} {b} {c}", f"{a}{b}{c}", f"+57 {a} {b} {c}", f"(+57) {a}{b}{c}", f"{a}-{b}-{c}",
-                           f"+57{a}{b}{c}"))
-    else:  # Bogotá landline: (601) + 7 digits
-        n = f"{int(rng.integers(2_000_000, 8_000_000))}"
-        text = _pick(rng, (f"601 {n[:3]} {n[3:]}", f"(601) {n}", n, f"{n[:3]} {n[3:5]} {n[5:]}", f"(1) {n}",
-                           f"601-{n[:3]}-{n[3:]}"))
-        if rng.random() < 0.15:
-            text += f" Ext. {int(rng.integers(1, 9999))}"
-    if rng.random() < 0.15:
-        text = _pick(rng, ("Tel. ", "Cel. ", "Tel: ", "PBX: ", "Móvil ")) + text
-    return text
-
-
-def gen_address(rng: np.random.Generator) -> str:
-    street = _pick(rng, STREET_TYPES)
-    n1 = int(rng.integers(1, 200))
-    s1 = _pick(rng, STREET_SUFFIXES)
-    n2 = int(rng.integers(1, 150))
-    s2 = _pick(rng, STREET_SUFFIXES[:9])  # no "Bis" on the cross street
-    n3 = int(rng.integers(1, 99))
-    sep = _pick(rng, ("#", "#", "No.", "No", "N.", "Nro."))
-    text = f"{street} {n1}{s1} {sep} {n2}{s2}-{n3:02d}"
-    if rng.random() < 0.1:
-        text += _pick(rng, (" Sur", " Este"))
-    if rng.random() < 0.4:
-        text += " " + _pick(rng, ADDRESS_COMPLEMENTS).format(n=int(rng.integers(101, 2500)), s=int(rng.integers(1, 20)))
-    tail = rng.random()
-    if tail < 0.15:
-        text += _pick(rng, (", Bogotá", ", Bogotá D.C.", " Bogotá, D.C.", ", Bta."))
-    elif tail < 0.25:
-        text += f" Barrio {_pick(rng, BOGOTA_LOCALITIES)}"
-    return _vary_case(rng, text, upper=0.25)
-
-
-def gen_email(rng: np.random.Generator) -> str:
-    first, _, last = _person(rng)
-    first = _strip_accents(first).lower().replace("'", "")
-    last = _strip_accents(last.split()[0]).lower().replace("'", "")
-    year = int(rng.integers(60, 100)) if rng.random() < 0.5 else int(rng.integers(1, 999))
-    local = _pick(rng, (f"{first}.{last}", f"{first[0]}{last}", f"{first}_{last}{year}", f"{first}.{last}.{year}",
-                        f"{first}{year}", f"{last}.{first}"))
-    return f"{local}@{_pick(rng, EMAIL_DOMAINS)}"
-
-
-def gen_phrase(rng: np.random.Generator) -> str:
-    if rng.random() < 0.2:
-        return _vary_case(rng, _pick(rng, FIXED_PHRASES), upper=0.2)
-    words = ENGLISH_WORDS if rng.random() < 0.15 else SPANISH_WORDS
-    out = []
-    for i in range(int(rng.integers(2, 6))):
-        if i > 0 and words is SPANISH_WORDS and rng.random() < 0.35:
-            out.append(_pick(rng, SPANISH_CONNECTORS))
-        out.append(_pick(rng, words))
-    text = " ".join(out)
-    text = text[0].upper() + text[1:]
-    if rng.random() < 0.15:
-        text += _pick(rng, (".", ":", ";", ","))
-    return _vary_case(rng, text, upper=0.25, lower=0.1)
-
-
-def gen_word(rng: np.random.Generator) -> str:
-    source = rng.random()
-    if source < 0.5:
-        word = _pick(rng, SPANISH_WORDS)
-    elif source < 0.65:
-        word = _pick(rng, ENGLISH_WORDS)
-    elif source < 0.8:
-        word = _pick(rng, SPANISH_LAST + SPANISH_FIRST)
-    elif source < 0.92:
-        word = _pick(rng, BOGOTA_LOCALITIES)
-    else:
-        word = _pick(rng, ("X", "Sí", "No", "N/A", "NA", "OK", "M", "F", "A+", "O-", "AB+"))
-    r = rng.random()
-    if r < 0.3:
-        return word.upper()
-    if r < 0.6:
-        return word[0].upper() + word[1:]
-    return word
-
-
-def gen_number(rng: np.random.Generator) -> str:
-    value = int(round(10 ** rng.uniform(0, 7)))
-    formats = (
-        lambda: str(value),
-        lambda: _thousands(value, "."),
-        lambda: f"{value % 1000},{int(rng.integers(0, 100)):02d}",
-        lambda: f"{value % 1000}.{int(rng.integers(0, 100)):02d}",
-        lambda: f"{int(rng.integers(0, 101))}%",
-        lambda: f"{int(rng.integers(0, 100))},{int(rng.integers(0, 10))} %",
-        lambda: f"No. {value}",
-        lambda: f"#{value % 10000}",
-        lambda: f"{''.join(_pick(rng, string.ascii_uppercase) for _ in range(2))}-{value % 100000:04d}",
-        lambda: f"Ref. {int(rng.integers(2015, 2031))}-{value % 100000:05d}",
-        lambda: f"{int(rng.integers(1, 10))}/{int(rng.integers(2, 13))}",
-        lambda: f"-{value % 10000}",
-        lambda: f"({value % 1000})",
-        lambda: f"{int(rng.integers(1940, 2031))}",
-    )
-    return _pick(rng, formats)()
-
-
-FIELD_GENERATORS = {
-    "name": gen_name, "date": gen_date, "amount": gen_amount, "id_number": gen_id_number, "phone": gen_phone,
-    "address": gen_address, "email": gen_email, "phrase": gen_phrase, "word": gen_word, "number": gen_number,
-}
-assert tuple(FIELD_GENERATORS) == FIELD_KINDS
-
-
 def random_field_value(rng: Rng, kind: str | None = None) -> str:
-    """One field value of `kind` (one of FIELD_KINDS; None = a uniformly random kind)."""
-    rng = np.random.default_rng(rng)
-    if kind is None:
-        kind = _pick(rng, FIELD_KINDS)
-    if kind not in FIELD_GENERATORS:
-        raise ValueError(f"unknown field kind {kind!r}; choose from {', '.join(FIELD_KINDS)}")
-    return " ".join(FIELD_GENERATORS[kind](rng).split())
+    """One training field value of `kind` (one of FIELD_KINDS; None = drawn with text_sources.KIND_WEIGHTS)."""
+    return text_value(rng, kind)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -372,8 +71,10 @@ FONT_LIST_FILE = Path(__file__).resolve().parents[1] / "fonts-debian.txt"
 FALLBACK_FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 # In the listed folders, but not text fonts: Latin code points map to dingbats/symbols, or math only.
 NOT_TEXT_FONTS = frozenset({"D050000L", "StandardSymbolsPS", "DejaVuMathTeXGyre"})
-# Families (file-name prefixes) reserved for evaluation: one printed (URW Palatino clone), two handwriting.
-HELD_OUT_FAMILIES = ("P052", "Kristi", "SteveHand")
+# Families (file-name prefixes) reserved for evaluation, never used for training lines: printed P052 (URW
+# Palatino clone), Cantarell, EBGaramond; handwriting Kristi, SteveHand, setofont. The independent evaluation
+# (dev/make_eval_lines.py) renders only these.
+HELD_OUT_FAMILIES = ("P052", "Cantarell", "EBGaramond", "Kristi", "SteveHand", "setofont")
 FONT_SUFFIXES = (".ttf", ".otf")
 
 
@@ -431,7 +132,7 @@ def candidate_fonts(root: str | os.PathLike = FONT_ROOT) -> list[tuple[str, str]
 
 # A font may lack these: lines are then written without accents (that font's label too) or, for symbols,
 # drawn again until they fit (fit_text). Letters, digits and the rest of PUNCTUATION are required.
-OPTIONAL_CHARS = ACCENTED + "#$@()%+&'_"
+OPTIONAL_CHARS = ACCENTED + "#$@()%+&'_" + SYMBOLS
 
 
 @functools.lru_cache(maxsize=None)
@@ -618,7 +319,7 @@ def degrade(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
         img = img.resize((max(1, int(img.width * rng.uniform(0.85, 1.15))), img.height), Image.BICUBIC)
     if happens(0.5):
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
-    if happens(0.08):
+    if happens(0.2):  # bi-level scans (fax, photocopies, scanner 'text' mode)
         _, binary = cv2.threshold(np.asarray(img), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         img = Image.fromarray(binary)
     elif happens(0.7):
@@ -631,6 +332,92 @@ def degrade(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
     if img.height != height:
         img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
     return img
+
+
+LAYOUTS = ("tight", "margins", "box")
+LAYOUT_WEIGHTS = {"tight": 0.35, "margins": 0.25, "box": 0.4}
+
+
+def _neighbour_ink(canvas: Image.Image, rng: np.random.Generator, font_path: str, box: tuple[int, int, int, int],
+                   ink: int) -> None:
+    """Text of the cells around a field, drawn outside `box` (x0, y0, x1, y1) so only its edge shows."""
+    draw = ImageDraw.Draw(canvas)
+    x0, y0, x1, y1 = box
+    bh = y1 - y0
+    font = _load_font(str(font_path), max(8, int(bh * rng.uniform(0.35, 0.8))))
+    chars = string.ascii_letters + string.digits
+    for side in ("left", "right", "top", "bottom"):
+        if rng.random() >= 0.35:
+            continue
+        text = "".join(_pick(rng, chars) for _ in range(int(rng.integers(2, 12))))
+        tw = font.getlength(text)
+        if side == "left":
+            xy = (x0 - tw + rng.uniform(-2, 0.3) * bh * 0.1, y0 + rng.uniform(0, 0.5) * bh)
+        elif side == "right":
+            xy = (x1 + rng.uniform(-0.05, 0.3) * bh * 0.3, y0 + rng.uniform(0, 0.5) * bh)
+        elif side == "top":
+            xy = (rng.uniform(x0 - tw / 2, x1), y0 - font.size * rng.uniform(0.6, 1.0))
+        else:
+            xy = (rng.uniform(x0 - tw / 2, x1), y1 - font.size * rng.uniform(0.0, 0.4))
+        draw.text(xy, text, font=font, fill=ink)
+
+
+def field_layout(line: Image.Image, rng: Rng, font_path: str | None = None, layout: str | None = None) -> Image.Image:
+    """A tight line placed as a form field crop really is: 'tight' (unchanged), 'margins' (paper around it,
+    none to wide, text height 30-90% of the crop, often a long empty tail, sometimes an underline) or 'box'
+    (the whole untrimmed cell: margins, its border lines, and the edge of neighbouring cells' ink).
+    layout=None draws one with LAYOUT_WEIGHTS. Grayscale out."""
+    rng = np.random.default_rng(rng)
+    line = line.convert("L")
+    if layout is None:
+        layout = _pick(rng, [k for k in LAYOUTS for _ in range(int(LAYOUT_WEIGHTS[k] * 20))])
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "tight":
+        return line.copy()
+    arr = np.asarray(line)
+    paper = int(np.percentile(arr, 90))
+    ink = int(np.percentile(arr, 1))
+    w, h = line.size
+    box_h = max(h + 1, int(h / rng.uniform(0.35, 0.9)))
+    top = int(rng.uniform(0.15, 0.85) * (box_h - h))
+    left = int(rng.uniform(0.0, 0.8) * h) if rng.random() < 0.8 else int(rng.uniform(0.0, 0.08) * h)
+    right = int(rng.uniform(0.0, 0.6) * h)
+    if rng.random() < 0.4:  # fields are wider than what is written in them
+        right += int(rng.uniform(0.0, 1.5) * w)
+    right = max(0, min(right, 16 * box_h - left - w))  # beyond ~16:1 the 8:1 model input squeezes text too far
+    if rng.random() < 0.15:  # centred in the cell
+        left = right = (left + right) // 2
+    box_w = left + w + right
+    cell = Image.new("L", (box_w, box_h), paper)
+    cell.paste(line, (left, top))
+    draw = ImageDraw.Draw(cell)
+    if layout == "margins":
+        if rng.random() < 0.15:  # a fill-in line under the text
+            y = min(box_h - 1, top + h + int(rng.integers(-2, 4)))
+            draw.line((0, y, box_w, y), fill=int(rng.integers(20, 160)), width=int(rng.integers(1, 3)))
+        return cell
+    shade = int(rng.integers(10, 170))  # the red box turns mid-grey in a grayscale scan
+    thick = int(rng.integers(1, max(2, box_h // 20) + 1))
+    for side in ("top", "bottom", "left", "right"):
+        if rng.random() < 0.15:
+            continue
+        inset = int(rng.integers(0, 3))
+        if side == "top":
+            draw.rectangle((0, inset, box_w, inset + thick - 1), fill=shade)
+        elif side == "bottom":
+            draw.rectangle((0, box_h - 1 - inset - thick + 1, box_w, box_h - 1 - inset), fill=shade)
+        elif side == "left":
+            draw.rectangle((inset, 0, inset + thick - 1, box_h), fill=shade)
+        else:
+            draw.rectangle((box_w - 1 - inset - thick + 1, 0, box_w - 1 - inset, box_h), fill=shade)
+    pads = [int(rng.uniform(0, 0.12) * box_h) if rng.random() < 0.6 else 0 for _ in range(4)]  # l, t, r, b
+    if not any(pads) or font_path is None:
+        return cell
+    outer = Image.new("L", (box_w + pads[0] + pads[2], box_h + pads[1] + pads[3]), paper)
+    _neighbour_ink(outer, rng, font_path, (pads[0], pads[1], pads[0] + box_w, pads[1] + box_h), ink)
+    outer.paste(cell, (pads[0], pads[1]))
+    return outer
 
 
 def warp(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
@@ -672,39 +459,42 @@ def warp(img: Image.Image, rng: Rng, strength: float = 1.0) -> Image.Image:
 # Data sets
 # ----------------------------------------------------------------------------------------------------
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_COLUMNS = ("image", "text", "font", "style", "kind")
+MANIFEST_COLUMNS = ("image", "text", "font", "style", "kind", "layout")
 
 
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
-                height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0) -> tuple[Image.Image, dict]:
+                height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0,
+                layout: str | None = None) -> tuple[Image.Image, dict]:
     """Sample `index` of the data set `seed`: (image, row without 'image'). Depends only on its arguments.
 
     Picks a style uniformly among those present, then a font of that style, so handwriting is not
-    swamped by the many printed font files. A font lacking some optional characters gets a text it can
-    draw (fit_text). warp_strength > 0 adds `warp` (from its own random stream: with 0 the samples are
-    those of earlier versions)."""
+    swamped by the many printed font files; then a kind (text_sources.KIND_WEIGHTS) and a value the font
+    can draw (accents it lacks are dropped from image and label alike). warp_strength > 0 adds `warp`;
+    the line is then laid out as a field crop (field_layout: layout=None mixes tight lines, margins and
+    whole boxes) and degraded like a scan. Shape and layout draw from their own random streams."""
     rng = np.random.default_rng([seed, index])
     styles = sorted({style for _, style in fonts})
     style = _pick(rng, styles)
     path = _pick(rng, [p for p, s in fonts if s == style])
-    kind = _pick(rng, list(kinds))
-    text = random_field_value(rng, kind)
     missing = font_missing(str(path))
-    fitted = fit_text(text, missing)
-    for _ in range(100):  # e.g. emails for a font without '@': draw other values
-        if fitted is not None:
+    for _ in range(20):  # e.g. emails for a font without '@': another kind
+        kind = pick_kind(rng, list(kinds))
+        try:
+            text = text_value(rng, kind, avoid=missing)
             break
-        kind = _pick(rng, list(kinds))
-        text = random_field_value(rng, kind)
-        fitted = fit_text(text, missing)
-    if fitted is None:
+        except ValueError:
+            continue
+    else:
         raise ValueError(f"font {path} cannot draw any {'/'.join(kinds)} value (it lacks {missing!r})")
-    text = fitted
     img = render_line(text, path, height=height, rng=rng)
     if warp_strength > 0:  # keeps the height
         img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
-    img = degrade(img, rng, strength)
-    return img, {"text": text, "font": font_name(path), "style": style, "kind": kind}
+    lay_rng = np.random.default_rng([seed, index, 2])
+    layout = layout or _pick(lay_rng, [k for k in LAYOUTS for _ in range(int(LAYOUT_WEIGHTS[k] * 20))])
+    img = degrade(field_layout(img, lay_rng, path, layout), rng, strength)  # scanned at the box's resolution
+    if height is not None and img.height != height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.BILINEAR)
+    return img, {"text": text, "font": font_name(path), "style": style, "kind": kind, "layout": layout}
 
 
 def _write_sample(index: int, out_dir: str, split_name: str, **kwargs) -> dict:
@@ -727,8 +517,8 @@ def _font_table(fonts: Union[Sequence[str], Mapping[str, str]]) -> list[tuple[st
 
 def make_dataset(out_dir: str | os.PathLike, n: int, seed: int, fonts: Union[Sequence[str], Mapping[str, str]],
                  kinds: Sequence[str] | None = None, split_name: str = "train", *, height: int | None = 64,
-                 strength: float = 1.0, warp_strength: float = 0.0, workers: int | None = None,
-                 progress: bool = True) -> list[dict]:
+                 strength: float = 1.0, warp_strength: float = 0.0, layout: str | None = None,
+                 workers: int | None = None, progress: bool = True) -> list[dict]:
     """Write n line images to out_dir/images/ and out_dir/manifest.csv; return the manifest rows.
 
     fonts: paths (style taken from their folder, see font_style) or {path: style}. Fonts without every
@@ -751,7 +541,8 @@ def make_dataset(out_dir: str | os.PathLike, n: int, seed: int, fonts: Union[Seq
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_sample, out_dir=str(out), split_name=split_name, seed=seed, fonts=table,
-                            kinds=kinds, height=height, strength=strength, warp_strength=warp_strength)
+                            kinds=kinds, height=height, strength=strength, warp_strength=warp_strength,
+                            layout=layout)
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 
@@ -852,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=1.0, help="scan degradation strength, 0 = clean (default 1)")
     parser.add_argument("--warp", type=float, default=0.0,
                         help="handwriting-like slant/width/elastic distortion strength, 0 = none (default 0)")
+    parser.add_argument("--layout", choices=("mix",) + LAYOUTS, default="mix",
+                        help="field geometry: tight lines, margins, whole boxes with borders and neighbours' ink, "
+                             "or a mix of the three (default mix; see field_layout)")
     parser.add_argument("--split-name", default="train", help="prefix of the image file names (default train)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--list-fonts", action="store_true", help="show the fonts found, held out or skipped, and exit")
@@ -869,6 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = make_dataset(args.out, args.n, args.seed, fonts, kinds=args.kinds, split_name=args.split_name,
                             height=args.height, strength=args.strength, warp_strength=args.warp,
+                            layout=None if args.layout == "mix" else args.layout,
                             workers=args.workers)
     except ValueError as exc:
         parser.error(str(exc))

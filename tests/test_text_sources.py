@@ -1,0 +1,217 @@
+"""Open-vocabulary training text (text_sources), field layouts (synth_data.field_layout) and the independent
+evaluation set (dev/make_eval_lines.py): sources and fonts disjoint from training, geometry options."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dev import make_eval_lines as mel
+from scripts import synth_data as sd
+from scripts import text_sources as ts
+
+
+@pytest.fixture
+def recorded_sources(monkeypatch):
+    """Record the Faker locales and word lists that generators open; word lists are stand-ins."""
+    seen = {"locales": set(), "wordlists": set()}
+    real_faker = ts.faker
+
+    def faker(locale):
+        seen["locales"].add(locale)
+        return real_faker(locale)
+
+    def load_words(name, root=None):
+        seen["wordlists"].add(name)
+        return ("alfa", "beta", "gamma")
+
+    monkeypatch.setattr(ts, "faker", faker)
+    monkeypatch.setattr(ts, "load_words", load_words)
+    monkeypatch.setattr(mel, "faker", faker)
+    monkeypatch.setattr(mel, "load_words", load_words)
+    return seen
+
+
+def test_train_and_eval_sources_are_disjoint():
+    assert not set(ts.TRAIN_LOCALES) & set(ts.EVAL_LOCALES)
+    train, held = set(ts.wordlist_files("train")), set(ts.wordlist_files("eval"))
+    assert train and held and not train & held
+    assert {"spanish", "american-english", "british-english"} <= train
+
+
+def test_training_values_read_only_training_sources(recorded_sources):
+    rng = np.random.default_rng(0)
+    for _ in range(1500):
+        ts.value(rng)
+    assert recorded_sources["locales"] == set(ts.TRAIN_LOCALES)
+    assert recorded_sources["wordlists"] == set(ts.wordlist_files("train"))
+
+
+def test_eval_texts_read_only_eval_sources(recorded_sources):
+    rng = np.random.default_rng(0)
+    for i in range(600):
+        mel.draw_value(rng, mel.KINDS[i % len(mel.KINDS)], "")
+    assert recorded_sources["locales"] == set(ts.EVAL_LOCALES)
+    assert recorded_sources["wordlists"] == set(ts.wordlist_files("eval"))
+
+
+def test_values_are_clean_deterministic_and_a_fifth_random():
+    vals = [ts.value(np.random.default_rng([3, i])) for i in range(3000)]
+    assert vals == [ts.value(np.random.default_rng([3, i])) for i in range(3000)]
+    for v in vals:
+        assert v and v == v.strip() and "  " not in v and set(v) <= set(ts.CHARSET), repr(v)
+    assert ts.KIND_WEIGHTS["random"] / sum(ts.KIND_WEIGHTS.values()) >= 0.2
+    kinds = [ts.pick_kind(np.random.default_rng([4, i])) for i in range(3000)]
+    assert kinds.count("random") / len(kinds) > 0.2
+    # random strings, case changes and symbols reach (almost) the whole character set
+    assert len(set("".join(vals))) >= 0.95 * len(set(ts.CHARSET))
+    assert sum(v.isupper() for v in vals) > 150 and sum(v.islower() for v in vals) > 150
+
+
+def test_charset_is_the_tokenizers():
+    from scripts.char_tokenizer import DEFAULT_CHARSET
+
+    assert set(ts.CHARSET) == set(DEFAULT_CHARSET) and len(set(ts.CHARSET)) == len(ts.CHARSET)
+
+
+def test_value_avoids_characters_a_font_lacks():
+    avoid = "áéíóúñ@#¿¡°"
+    for i in range(600):
+        kind = [k for k in ts.KINDS if k != "email"][i % (len(ts.KINDS) - 1)]
+        v = ts.value(np.random.default_rng([5, i]), kind, avoid=avoid)
+        assert not set(v) & set(avoid), v
+    with pytest.raises(ValueError, match="no email value fits"):  # make_sample then draws another kind
+        ts.value(0, "email", avoid="@")
+
+
+def test_to_charset_folds_foreign_letters_and_rejects_the_rest():
+    assert ts.to_charset("François  “Çà”") == 'Francois "Ca"'
+    assert ts.to_charset("Straße") is None
+    assert ts.to_charset("niño", ts.CHARSET.replace("ñ", "")) == "nino"
+
+
+def test_missing_word_list_names_its_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wspanish"):
+        ts.load_words("spanish", root=str(tmp_path))
+
+
+def test_load_words_keeps_only_writable_words(tmp_path):
+    (tmp_path / "spanish").write_text("niño\nStraße\ncan't\n\nçava\n", encoding="utf-8")
+    assert ts.load_words("spanish", root=str(tmp_path)) == ("niño", "can't")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layouts
+# ----------------------------------------------------------------------------------------------------
+def _line():
+    return sd.render_line("Peña 12/05", sd.FALLBACK_FONT, height=64, rng=0)
+
+
+def test_tight_layout_is_the_line_itself():
+    line = _line()
+    assert np.array_equal(np.asarray(sd.field_layout(line, 0, sd.FALLBACK_FONT, "tight")), np.asarray(line))
+
+
+@pytest.mark.parametrize("layout", ["margins", "box"])
+def test_margin_and_box_layouts_add_paper_and_keep_the_text(layout):
+    line = _line()
+    heights = []
+    for seed in range(30):
+        img = sd.field_layout(line, seed, sd.FALLBACK_FONT, layout)
+        assert img.mode == "L" and img.height > line.height and img.width >= line.width
+        assert line.height / img.height <= 0.9 + 1e-6 and line.height / img.height >= 0.3
+        heights.append(line.height / img.height)
+        assert img.width <= 17 * img.height
+        assert np.asarray(img).min() < 100  # the ink survived
+    assert max(heights) - min(heights) > 0.2  # a range of text heights
+    assert sd.field_layout(line, 7, sd.FALLBACK_FONT, layout).tobytes() == \
+        sd.field_layout(line, 7, sd.FALLBACK_FONT, layout).tobytes()
+
+
+def test_box_layout_draws_cell_borders():
+    line = _line()
+    bordered = 0
+    for seed in range(20):
+        arr = np.asarray(sd.field_layout(line, seed, sd.FALLBACK_FONT, "box"), dtype=np.int32)
+        paper = np.percentile(arr, 90)
+        edge_rows = [arr[:6].mean(axis=1).min(), arr[-6:].mean(axis=1).min()]
+        bordered += min(edge_rows) < paper - 30  # a dark line along the top or bottom edge
+    assert bordered >= 10
+
+
+def test_unknown_layout_is_rejected():
+    with pytest.raises(ValueError, match="layout must be one of"):
+        sd.field_layout(_line(), 0, None, "rotated")
+
+
+def test_make_sample_records_and_mixes_layouts():
+    fonts = [(sd.FALLBACK_FONT, "printed")]
+    rows = [sd.make_sample(i, 0, fonts)[1] for i in range(60)]
+    assert {r["layout"] for r in rows} == set(sd.LAYOUTS)
+    img, row = sd.make_sample(3, 0, fonts, layout="box")
+    assert row["layout"] == "box" and img.height == 64
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fonts: the held-out list keeps evaluation fonts out of training
+# ----------------------------------------------------------------------------------------------------
+def _font_tree(tmp_path):
+    """A fake /usr/share/fonts with one training and one held-out file per style (copies of DejaVuSans)."""
+    files = {"dejavu": ["DejaVuSans.ttf"], "urw-base35": ["P052-Roman.otf"], "cantarell": ["Cantarell-Regular.otf"],
+             "breip": ["Breip.ttf"], "kristi": ["Kristi.ttf"], "seto": ["setofont.ttf"]}
+    for folder, names in files.items():
+        for name in names:
+            path = tmp_path / "truetype" / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(sd.FALLBACK_FONT, path)
+    return tmp_path
+
+
+def test_held_out_families_cover_three_unseen_fonts_of_each_style():
+    printed = [f for f in sd.HELD_OUT_FAMILIES if f in ("P052", "Cantarell", "EBGaramond")]
+    hand = [f for f in sd.HELD_OUT_FAMILIES if f in ("Kristi", "SteveHand", "setofont")]
+    assert len(printed) == 3 and len(hand) == 3
+
+
+def test_training_stream_and_eval_set_use_opposite_sides_of_the_font_split(tmp_path, monkeypatch):
+    root = _font_tree(tmp_path)
+    real = sd.candidate_fonts
+    monkeypatch.setattr(sd, "candidate_fonts", lambda *_: real(root))
+    monkeypatch.setattr(mel, "candidate_fonts", lambda *_: real(root))
+    from scripts.mlx_trainer import SynthSource
+
+    train = SynthSource(style="both", font_split="train")
+    train_names = {sd.font_name(p) for p, _ in train.fonts}
+    eval_names = {sd.font_name(p) for p, _ in mel.eval_fonts()}
+    assert train_names == {"DejaVuSans", "Breip"}
+    assert eval_names == {"P052-Roman", "Cantarell-Regular", "Kristi", "setofont"}
+
+
+def test_eval_set_never_calls_the_training_renderer(tmp_path, monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("the evaluation set must not use synth_data's rendering")
+
+    for name in ("render_line", "degrade", "warp", "field_layout", "make_sample", "random_field_value"):
+        monkeypatch.setattr(sd, name, forbidden)
+    monkeypatch.setattr(ts, "value", forbidden)
+    monkeypatch.setattr(mel, "eval_fonts", lambda: [(sd.FALLBACK_FONT, "printed"), (sd.FALLBACK_FONT, "handwriting")])
+    rows = mel.make_eval_set(tmp_path, lines=6, forms=1, seed=0, progress=False)
+    layouts = [r["layout"] for r in rows]
+    assert layouts.count("trimmed") == layouts.count("untrimmed") == 6 and layouts.count("form") >= 8
+    for r in rows:
+        img = Image.open(tmp_path / r["image"])
+        assert img.width > img.height and set(r["text"]) <= set(ts.CHARSET)
+    # trimmed and untrimmed crops are the same scan: the trimmed crop is smaller
+    by_line = {}
+    for r in rows:
+        if r["layout"] != "form":
+            by_line.setdefault(r["image"].split("_")[0], {})[r["layout"]] = Image.open(tmp_path / r["image"]).size
+    for sizes in by_line.values():
+        assert sizes["trimmed"][0] <= sizes["untrimmed"][0] and sizes["trimmed"][1] < sizes["untrimmed"][1]
+
+
+def test_eval_set_needs_held_out_fonts_of_both_styles(tmp_path, monkeypatch):
+    monkeypatch.setattr(mel, "eval_fonts", lambda: [(sd.FALLBACK_FONT, "printed")])
+    with pytest.raises(ValueError, match="both styles"):
+        mel.make_eval_set(tmp_path, lines=2, forms=0, progress=False)
