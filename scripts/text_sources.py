@@ -111,6 +111,7 @@ def read_wordlist_table(path: Path = WORDLIST_FILE) -> list[tuple[str, str, str]
     return rows
 
 
+@functools.lru_cache(maxsize=None)
 def wordlist_files(split: str) -> tuple[str, ...]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Stage what the lent GPU machine lacks for `mlx_trainer.py train --synthetic` (it has Python 3.12, torch,
+# numpy, OpenCV, PIL, matplotlib, but no registry): the training-split fonts (synth_data.py's list, never
+# the held-out ones), the 'train' word lists of wordlists-debian.txt, and the Faker and rapidfuzz wheels.
+# Writes data/carry/ (git-ignored, ~17 MB). Run from the repository root:  dev/stage_training_carry.sh
+#
+# One call carries at most 64 MiB *including the tracked tree* (~19 MiB: the bundled model), so MLX
+# (../shared/device/stage-mlx-cuda: .device/part1 45 MB, .device/part2 42 MB) and this folder take three
+# calls, made back to back (the machine goes back after ~30 s idle; a fresh one costs ~4 min of device time):
+#   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
+#   2. carry ["data/carry"]:     dev/stage_training_carry.sh --unpack
+#   3. carry [".device/part2"]:  . .device/part2/mlx-cuda-env.sh && . /tmp/carry-env.sh && \
+#        python3 scripts/mlx_trainer.py train ...   (the model card lists the command)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine
+  mkdir -p /tmp/fonts /tmp/dict
+  tar xJf data/carry/fonts.tar.xz -C /tmp/fonts
+  tar xJf data/carry/dict.tar.xz -C /tmp/dict
+  python3 -m pip install -q --no-index --no-deps --target /tmp/carry-site data/carry/*.whl
+  cat > /tmp/carry-env.sh <<'ENV'
+export PYTHONPATH=/tmp/carry-site${PYTHONPATH:+:$PYTHONPATH} TROCR_FONT_ROOT=/tmp/fonts TROCR_DICT_ROOT=/tmp/dict
+ENV
+  echo "unpacked: $(find /tmp/fonts -type f | wc -l) font files, $(ls /tmp/dict | wc -l) word lists; source /tmp/carry-env.sh"
+  exit 0
+fi
+py=venv_mlx/bin/python
+[ -x "$py" ] || py=/work/main/venv_mlx/bin/python
+out=data/carry
+rm -rf "$out" && mkdir -p "$out"
+fonts=$("$py" - <<'PY'
+import argparse, os
+from scripts import synth_data as sd
+chosen = sd._select_fonts(argparse.Namespace(style="both", font_split="train", fonts=None, exclude_fonts=None))
+print("\n".join(os.path.relpath(p, sd.FONT_ROOT) for p in chosen))
+PY
+)
+(cd "${TROCR_FONT_ROOT:-/usr/share/fonts}" && printf '%s\n' "$fonts" | tar cJf - -T -) > "$out/fonts.tar.xz"
+lists=$("$py" -c "from scripts.text_sources import wordlist_files; print(' '.join(wordlist_files('train')))")
+# shellcheck disable=SC2086  # one word per list
+(cd "${TROCR_DICT_ROOT:-/usr/share/dict}" && tar cJf - $lists) > "$out/dict.tar.xz"
+"$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$out" \
+  "faker==$("$py" -c 'import faker; print(faker.VERSION)')" "rapidfuzz>=3,<4"
+du -sh "$out"/*
+echo "staged $(printf '%s\n' "$fonts" | wc -l) training font files and word lists ($lists) in $out"
