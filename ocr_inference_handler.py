@@ -23,7 +23,7 @@ from scripts import form_pipeline as fp  # noqa: E402
 # ---- Configuration: edit these for your setup; command-line flags override them ----------------
 # Relative paths are taken from the repository root.
 TEMPLATE_PATH = "examples/template.png"  # the form with its fields outlined in red
-IMAGE_PATH = "examples/filled_form_scan.png"  # the binarized scan, or a folder of scans
+IMAGE_PATH = "examples/filled_form_scan.png"  # the binarized scan (image or PDF), or a folder of scans
 OUTPUT_DIR = "outputs/form_pytorch"
 BASE_MODEL = None  # None: models/pytorch/default (the transformers export of the default MLX model)
 FINETUNED_MODEL = None  # e.g. "models/pytorch/my-finetune"; every region is then OCRed with both
@@ -32,6 +32,7 @@ NUM_BEAMS = 1  # 1 = greedy
 BATCH_SIZE = 8  # fields per forward pass
 DTYPE = None  # None (as stored), "float32", "float16" or "bfloat16"
 DEVICE = None  # None (cpu), "cpu", "cuda" or "mps"
+PDF_DPI = 200  # resolution PDF scans are rendered at (every page of a PDF is OCRed)
 PREPROCESS = False  # True: binarize/deskew the scan first (for raw scans and photos)
 ALIGN = True  # register the scan to the template before cropping
 STRICT_ALIGN = False  # True: a scan that cannot be registered is an error, not a warning

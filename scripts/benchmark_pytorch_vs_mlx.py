@@ -32,7 +32,6 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -43,7 +42,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-
+from scripts import atomic
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,9 +472,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     results = run_benchmark(args)
     print_table(results)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = atomic.write_json(args.output, results)  # the numbers first, then the chart
     chart = Path(args.chart) if args.chart else out.with_suffix(".png")
     write_chart(results, chart)
     print(f"wrote {out} and {chart}")

@@ -12,14 +12,20 @@ made by an engine factory `factory(model, role, config)`; `model` is what the us
 the handler's default), `role` is "base" or "finetuned". The confidence is exp of the mean log-
 probability of the recognised tokens (end-of-text token included), in (0, 1].
 
-Outputs of one scan (in `output_dir`):
+Outputs of one scan page (in `output_dir`):
+    extracted_texts.txt  "Region N: text", one line per region
+    results.json         metadata (template, scan, page, alignment, models, settings, timings) + regions
+    results.csv          one row per region
     guided_image.png     the aligned scan with the template's boxes drawn over it in red, numbered
     regions/region_NN.png  one crop per region (inside the outline), NN = region number
     annotated_page.png   the guided scan on top, below it each box with "number: recognised text"
-    extracted_texts.txt  "Region N: text", one line per region
-    results.json         metadata (template, scan, alignment, models, settings, timings) + regions
-    results.csv          one row per region
-A folder of scans gives one such folder per scan, plus `combined_results.csv` and `summary.json`.
+The texts, results.json and results.csv are written first (atomically) and the pictures after them,
+so a picture that cannot be made loses no result; a text is drawn with the characters the font
+cannot show escaped (forms.drawable_text), while the results keep it exactly as the model gave it.
+
+Every page of a file is a page to OCR: a multi-page PDF (rendered at `pdf_dpi`) or TIFF, given as the
+scan or found in a folder, gives one output folder per page, `<stem>_p<N>`. A folder of scans, or one
+multi-page file, gives one such folder per page plus `combined_results.csv` and `summary.json`.
 """
 
 from __future__ import annotations
@@ -38,15 +44,17 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 from PIL import Image
 
-from scripts import forms
-from scripts.image_io import IMAGE_EXTENSIONS, ImageReadError, is_image_path, load_image
+from scripts import atomic, forms
+from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, count_pages, is_image_path,
+                              load_image)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per-region fields of results.json / results.csv (the CSV writes bbox as "[x, y, w, h]").
 REGION_FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence",
                  "base_confidence", "finetuned_confidence", "crop"]
-COMBINED_FIELDS = ["scan", "status", "error", "output_dir", "alignment_method", "alignment_score"] + REGION_FIELDS
+COMBINED_FIELDS = ["scan", "page", "status", "error", "output_dir", "alignment_method",
+                   "alignment_score"] + REGION_FIELDS
 
 OUTPUT_FILES = {
     "guided": "guided_image.png",
@@ -69,7 +77,7 @@ class FormOCRConfig:
     """One form-OCR run. The handlers fill it from their configuration block and the flags."""
 
     template: str = str(forms.DEFAULT_TEMPLATE)
-    image: str = str(REPO_ROOT / "examples" / "filled_form_scan.png")  # a scan, or a folder of scans
+    image: str = str(REPO_ROOT / "examples" / "filled_form_scan.png")  # a scan (image/PDF), or a folder of scans
     output_dir: str = "outputs/form"
     base_model: Optional[str] = None  # None: the handler's default model
     finetuned_model: Optional[str] = None  # OCR every region with this one too when given
@@ -88,13 +96,14 @@ class FormOCRConfig:
     inner_crop: bool = True  # crop inside the red outline, so the line itself is not OCRed
     trim_crops: bool = True  # cut each crop down to its ink (line recognisers misread mostly-empty boxes)
     ground_truth: Optional[str] = None  # JSON {region number: text}: score the results (field accuracy, CER)
+    pdf_dpi: float = PDF_DPI  # resolution PDF pages are rendered at
     show_progress: bool = True
     engine_options: Dict[str, Any] = field(default_factory=dict)  # what only one handler's engine reads
 
     def settings(self) -> dict:
         """The OCR/pipeline settings as recorded in results.json."""
         keys = ("max_length", "num_beams", "batch_size", "dtype", "device", "preprocess", "binarize_method",
-                "denoise", "deskew", "align", "strict_align", "reference", "inner_crop", "trim_crops")
+                "denoise", "deskew", "align", "strict_align", "reference", "inner_crop", "trim_crops", "pdf_dpi")
         out = {k: getattr(self, k) for k in keys}
         out.update({k: str(v) if isinstance(v, Path) else v for k, v in self.engine_options.items()})
         return out
@@ -209,9 +218,10 @@ def align_scan(scan: Image.Image, template: Template, config: FormOCRConfig, nam
                                **transform_summary(np.asarray(alignment.matrix))}
 
 
-def load_scan(path, config: FormOCRConfig) -> Image.Image:
-    """The scan as an "L" page, preprocessed (binarized, deskewed) when the config asks for it."""
-    scan = load_image(path, mode="L")
+def load_scan(path, config: FormOCRConfig, page: Optional[int] = None) -> Image.Image:
+    """Page `page` (1-based; None: a single-page file) of the scan as an "L" image, preprocessed
+    (binarized, deskewed) when the config asks for it."""
+    scan = load_image(path, mode="L", page=page or 1, dpi=config.pdf_dpi)
     if config.preprocess:
         from scripts.preprocessing import preprocess_page  # OpenCV work, only when asked for
 
@@ -219,31 +229,40 @@ def load_scan(path, config: FormOCRConfig) -> Image.Image:
     return scan
 
 
+def scan_name(scan_path, page: Optional[int] = None, pages: int = 1) -> str:
+    """How messages name a scan page: the file, and "(page N/M)" for a page of a multi-page file."""
+    return f"{scan_path} (page {page}/{pages})" if page is not None else str(scan_path)
+
+
 def process_scan(scan_path, template: Template, engines: Engines, config: FormOCRConfig,
-                 output_dir, show_progress: Optional[bool] = None) -> dict:
-    """OCR one scan into `output_dir`; returns the results record (as written to results.json)."""
+                 output_dir, show_progress: Optional[bool] = None, page: Optional[int] = None,
+                 pages: int = 1) -> dict:
+    """OCR one scan page into `output_dir`; returns the results record (as written to results.json).
+    `page` (1-based) of `pages` picks a page of a multi-page file; None: a single-page file."""
     show_progress = config.show_progress if show_progress is None else show_progress
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     out = Path(output_dir)
+    name = scan_name(scan_path, page, pages)
 
     t0 = time.perf_counter()
-    scan = load_scan(scan_path, config)
+    scan = load_scan(scan_path, config, page)
     timings["load_scan_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    page, alignment = align_scan(scan, template, config, str(scan_path))
+    page_img, alignment = align_scan(scan, template, config, name)
     timings["align_s"] = time.perf_counter() - t0
 
     regions = template.regions
-    crops = forms.crop_regions(page, regions, inner=config.inner_crop, trim=config.trim_crops)
+    crops = forms.crop_regions(page_img, regions, inner=config.inner_crop, trim=config.trim_crops)
     models = [("base", engines.base)] + ([("finetuned", engines.finetuned)] if engines.finetuned else [])
     results: Dict[str, List[Tuple[str, float]]] = {}
     bar = None
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(crops) * len(models), desc=f"OCR {Path(scan_path).name}", unit="region")
+        label = Path(scan_path).name + (f" p{page}" if page is not None else "")
+        bar = tqdm(total=len(crops) * len(models), desc=f"OCR {label}", unit="region")
     try:
         for role, engine in models:
             if bar is not None:
@@ -273,20 +292,11 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
             "crop": f"{OUTPUT_FILES['regions']}/{forms.region_filename(region)}",
         })
 
-    t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    forms.draw_guides(page, regions).save(out / OUTPUT_FILES["guided"])
-    forms.save_region_crops(crops, regions, out / OUTPUT_FILES["regions"])
-    texts = {row["region"]: row["text"] for row in rows}
-    forms.draw_annotations(page, regions, texts).save(out / OUTPUT_FILES["annotated"])
-    (out / OUTPUT_FILES["texts"]).write_text(
-        "".join(f"Region {row['region']}: {row['text']}\n" for row in rows), encoding="utf-8")
-    timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-
     record = {
         "template": template.path,
         "scan": str(scan_path),
+        "page": page,
+        "pages": pages,
         "scan_size": list(scan.size),
         "template_size": list(template.size),
         "output_dir": str(out),
@@ -295,19 +305,49 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
                    "finetuned": engines.finetuned.describe() if engines.finetuned else None,
                    "text_from": chosen},
         "settings": config.settings(),
-        "timings": {k: round(v, 3) for k, v in {"load_models_s": engines.load_s, **timings}.items()},
+        "timings": {},
         "num_regions": len(rows),
         "regions": rows,
     }
     if config.ground_truth:
         record["accuracy"] = score_against_ground_truth(rows, config.ground_truth)
-    (out / OUTPUT_FILES["json"]).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    with open(out / OUTPUT_FILES["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=REGION_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(_csv_row(row))
+
+    def finish_timings():
+        timings["total_s"] = time.perf_counter() - t_start
+        record["timings"] = {k: round(v, 3) for k, v in {"load_models_s": engines.load_s, **timings}.items()}
+
+    # The results first, so that nothing OCRed is lost should a picture fail (disk full, a font...).
+    t0 = time.perf_counter()
+    finish_timings()
+    write_results(record, out)
+    timings["write_results_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        write_pictures(page_img, crops, regions, {row["region"]: row["text"] for row in rows}, out)
+    except Exception as e:  # noqa: BLE001 - the results are on disk; say what is missing, keep them
+        record["pictures_error"] = f"{type(e).__name__}: {e}"
+        warnings.warn(f"{name}: results written to {out}, but the pictures failed: {record['pictures_error']}",
+                      RuntimeWarning, stacklevel=2)
+    timings["write_pictures_s"] = time.perf_counter() - t0
+    finish_timings()
+    atomic.write_json(out / OUTPUT_FILES["json"], record)  # again, with the pictures' time (and error)
     return record
+
+
+def write_results(record: dict, out: Path) -> None:
+    """extracted_texts.txt, results.json and results.csv of one page, each replaced atomically."""
+    rows = record["regions"]
+    atomic.write_text(out / OUTPUT_FILES["texts"], "".join(f"Region {row['region']}: {row['text']}\n" for row in rows))
+    atomic.write_json(out / OUTPUT_FILES["json"], record)
+    atomic.write_csv(out / OUTPUT_FILES["csv"], REGION_FIELDS, (_csv_row(row) for row in rows))
+
+
+def write_pictures(page: Image.Image, crops, regions, texts: Dict[int, str], out: Path) -> None:
+    """guided_image.png, regions/region_NN.png and annotated_page.png of one page."""
+    forms.draw_guides(page, regions).save(out / OUTPUT_FILES["guided"])
+    forms.save_region_crops(crops, regions, out / OUTPUT_FILES["regions"])
+    forms.draw_annotations(page, regions, texts).save(out / OUTPUT_FILES["annotated"])
 
 
 def score_against_ground_truth(rows: List[dict], path) -> dict:
@@ -333,24 +373,40 @@ def _csv_row(row: dict) -> dict:
     return {k: ("" if row.get(k) is None else json.dumps(row[k]) if k == "bbox" else row[k]) for k in row}
 
 
-def run_form(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None) -> dict:
-    """OCR the one scan `config.image` against `config.template` into `config.output_dir`."""
+def run_form(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None,
+             page: Optional[int] = None) -> dict:
+    """OCR the one scan `config.image` against `config.template` into `config.output_dir`.
+
+    A multi-page file (PDF, TIFF) needs `page` (1-based); `run_directory` OCRs every page of it."""
     template = load_template(config.template)
-    load_image(config.image, mode="L")  # fail on a bad scan before loading models
+    pages = count_pages(config.image, config.pdf_dpi)  # fail on a bad scan before loading models
+    if page is None and pages > 1:
+        raise ValueError(f"{config.image}: {pages} pages; pass page=N for one of them, or use run_directory "
+                         "for all (the handlers do)")
+    if page is not None and not 1 <= page <= pages:
+        raise ValueError(f"{config.image}: no page {page} (the file has {pages})")
+    page = page if pages > 1 else None
+    load_scan(config.image, replace(config, preprocess=False), page)  # unreadable page data: fail now too
     engines = engines or load_engines(config, engine_factory)
-    return process_scan(config.image, template, engines, config, config.output_dir)
+    return process_scan(config.image, template, engines, config, config.output_dir, page=page, pages=pages)
+
+
+def is_multi_page(path, config: FormOCRConfig) -> bool:
+    """A file with several pages (PDF, TIFF), which the handlers OCR like a folder of its pages."""
+    return Path(path).is_file() and count_pages(path, config.pdf_dpi) > 1
 
 
 # --------------------------------------------------------------------------------------------
-# A folder of scans
+# A folder of scans, or every page of a multi-page file
 # --------------------------------------------------------------------------------------------
 
 def list_scans(folder) -> List[Path]:
-    """Image files (by extension) directly in `folder`, sorted; an error naming it when there are none."""
+    """Scan files (images and PDFs, by extension) directly in `folder`, sorted; an error naming it when
+    there are none."""
     folder = Path(folder)
     scans = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
     if not scans:
-        raise ImageReadError(f"{folder}: folder contains no images ({' '.join(IMAGE_EXTENSIONS)})")
+        raise ImageReadError(f"{folder}: folder contains no scans ({' '.join(IMAGE_EXTENSIONS)})")
     return scans
 
 
@@ -360,57 +416,87 @@ def _output_names(scans: Sequence[Path]) -> List[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in scans]
 
 
-def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None) -> dict:
-    """OCR every scan in the folder `config.image` against one template.
+def _unique(name: str, used: set) -> str:
+    """`name`, or name_2, name_3... when taken (a page folder "a_p1" next to a scan "a_p1.png")."""
+    candidate, k = name, 1
+    while candidate in used:
+        k += 1
+        candidate = f"{name}_{k}"
+    used.add(candidate)
+    return candidate
 
-    Each scan gets `output_dir/<scan stem>/` with the single-scan outputs; `combined_results.csv`
-    has every region of every scan (and one row per failed scan) and `summary.json` lists the scans.
-    A scan that cannot be read or aligned (with strict alignment) is recorded as failed; the others
-    go on. Returns {"scans": [...], "ok": n, "failed": n, "combined_csv": path, ...}.
+
+def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines: Optional[Engines] = None) -> dict:
+    """OCR every page of every scan in the folder `config.image` (or every page of the one multi-page
+    file `config.image`) against one template.
+
+    Each page gets `output_dir/<scan stem>/` (a page of a multi-page file `<scan stem>_p<N>/`) with the
+    single-scan outputs; `combined_results.csv` has every region of every page (and one row per failed
+    scan or page) and `summary.json` lists the pages. A scan or page that cannot be read or aligned
+    (with strict alignment) is recorded as failed; the others go on. Returns {"scans": [...], "ok": n,
+    "failed": n, "combined_csv": path, ...}, one entry in "scans" per page.
     """
     template = load_template(config.template)
-    scans = list_scans(config.image)
+    source = Path(config.image)
+    scans = list_scans(source) if source.is_dir() else [source]
     engines = engines or load_engines(config, engine_factory)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     combined_path = out / COMBINED_CSV
     entries = []
+    used = set(_output_names(scans))
     t_start = time.perf_counter()
     bar = None
     if config.show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(scans), desc="scans", unit="scan")
+        bar = tqdm(total=len(scans), desc="pages", unit="page")
     with open(combined_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COMBINED_FIELDS, extrasaction="ignore")
         writer.writeheader()
+
+        def failed(scan, page, e):
+            error = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
+            entries.append({"scan": str(scan), "page": page, "status": "failed", "error": error, "output_dir": None})
+            writer.writerow({"scan": str(scan), "page": page, "status": "failed", "error": error})
+
         for scan, name in zip(scans, _output_names(scans)):
-            scan_dir = out / name
             try:
-                record = process_scan(scan, template, engines, config, scan_dir, show_progress=False)
-            except Exception as e:  # one bad scan is one failed entry; the others go on
-                error = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
-                entries.append({"scan": str(scan), "status": "failed", "error": error, "output_dir": None})
-                writer.writerow({"scan": str(scan), "status": "failed", "error": error})
-            else:
-                al = record["alignment"]
-                status = "ok" if al["ok"] else "unaligned"
-                entries.append({"scan": str(scan), "status": status, "error": al["message"] or None,
-                                "output_dir": str(scan_dir), "alignment_method": al["method"],
-                                "alignment_score": al["score"], "num_regions": record["num_regions"],
-                                "total_s": record["timings"]["total_s"]})
-                for row in record["regions"]:
-                    writer.writerow(_csv_row({"scan": str(scan), "status": status, "error": al["message"] or None,
-                                              "output_dir": str(scan_dir), "alignment_method": al["method"],
-                                              "alignment_score": al["score"], **row}))
-            f.flush()
-            if bar is not None:
+                pages = count_pages(scan, config.pdf_dpi)
+            except Exception as e:  # noqa: BLE001 - an unreadable file is one failed entry
+                failed(scan, None, e)
+                pages = 0
+            if bar is not None and pages > 1:
+                bar.total += pages - 1
+                bar.refresh()
+            for k in range(1, pages + 1):
+                page = k if pages > 1 else None
+                scan_dir = out / (name if page is None else _unique(f"{name}_p{k}", used))
+                try:
+                    record = process_scan(scan, template, engines, config, scan_dir, show_progress=False,
+                                          page=page, pages=pages)
+                except Exception as e:  # noqa: BLE001 - one bad page is one failed entry; the others go on
+                    failed(scan, page, e)
+                else:
+                    al = record["alignment"]
+                    status = "ok" if al["ok"] else "unaligned"
+                    common = {"scan": str(scan), "page": page, "status": status, "error": al["message"] or None,
+                              "output_dir": str(scan_dir), "alignment_method": al["method"],
+                              "alignment_score": al["score"]}
+                    entries.append({**common, "num_regions": record["num_regions"],
+                                    "total_s": record["timings"]["total_s"]})
+                    for row in record["regions"]:
+                        writer.writerow(_csv_row({**common, **row}))
+                f.flush()
+                if bar is not None:
+                    bar.update(1)
+            if pages == 0 and bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     summary = {
         "template": template.path,
-        "folder": str(config.image),
+        "input": str(config.image),
         "output_dir": str(out),
         "combined_csv": str(combined_path),
         "models": {"base": engines.base.describe(),
@@ -421,7 +507,7 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
         "total_s": round(time.perf_counter() - t_start + engines.load_s, 3),
         "scans": entries,
     }
-    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    atomic.write_json(out / SUMMARY_JSON, summary)
     return summary
 
 
@@ -439,9 +525,10 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Defaults come from the configuration block at the top of the handler; flags override it.\n"
-            "Outputs (per scan): guided_image.png, regions/region_NN.png, annotated_page.png,\n"
-            "extracted_texts.txt, results.json, results.csv. With --image FOLDER: one such folder per\n"
-            f"scan plus {COMBINED_CSV} and {SUMMARY_JSON}.\n"
+            "Outputs (per page): extracted_texts.txt, results.json, results.csv (written first), then\n"
+            "guided_image.png, regions/region_NN.png, annotated_page.png. With --image FOLDER or a\n"
+            "multi-page PDF/TIFF: one such folder per page (<stem>_p<N> for pages of a multi-page file)\n"
+            f"plus {COMBINED_CSV} and {SUMMARY_JSON}.\n"
             "Exit status: 0 ok; 1 some scans of a folder failed (the rest were processed);\n"
             "2 bad input (missing template/scan/model, no boxes on the template, strict alignment failed)."
             + (f"\n\n{engine_help}" if engine_help else "")),
@@ -450,8 +537,8 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
     io.add_argument("--template", default=d.template,
                     help="template image with the fields outlined in red (default: %(default)s)")
     io.add_argument("--image", default=d.image,
-                    help="the scanned, binarized form (PNG, JPEG, TIFF, BMP, WebP), or a folder of scans "
-                         "(directory mode) (default: %(default)s)")
+                    help="the scanned, binarized form (PNG, JPEG, TIFF, BMP, WebP, PDF: every page of a "
+                         "multi-page file), or a folder of scans (directory mode) (default: %(default)s)")
     io.add_argument("--output-dir", default=d.output_dir, help="output folder, created if missing (default: %(default)s)")
 
     models = parser.add_argument_group("models and OCR settings")
@@ -480,6 +567,8 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
                       help="denoise before binarizing, with --preprocess (default: %(default)s)")
     page.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=d.deskew,
                       help="deskew, with --preprocess (default: %(default)s)")
+    page.add_argument("--pdf-dpi", type=float, default=d.pdf_dpi,
+                      help="resolution PDF pages are rendered at (default: %(default)s)")
     page.add_argument("--align", action=argparse.BooleanOptionalAction, default=d.align,
                       help="register the scan to the template before cropping; --no-align only resizes it "
                            "to the template's size (default: %(default)s)")
@@ -519,6 +608,8 @@ def config_from_args(args: argparse.Namespace, defaults: FormOCRConfig) -> FormO
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
     if config.max_length < 2:
         raise ValueError("--max-length must be at least 2 (the start token plus one generated token)")
+    if not 10 <= config.pdf_dpi <= 1200:
+        raise ValueError(f"--pdf-dpi must be 10-1200, got {config.pdf_dpi:g}")
     return config
 
 
@@ -538,7 +629,7 @@ def print_summary(record: dict, stream=None) -> None:
     stream = stream or sys.stdout
     al = record["alignment"]
     score = "-" if al["score"] is None else f"{al['score']:.3f}"
-    print(f"\nscan      {record['scan']}", file=stream)
+    print(f"\nscan      {scan_name(record['scan'], record.get('page'), record.get('pages', 1))}", file=stream)
     print(f"template  {record['template']} ({record['num_regions']} regions)", file=stream)
     print(f"alignment {al['method']} (score {score}, rotation {al['rotation_deg']:.2f} deg, "
           f"scale {al['scale_x']:.3f}, shift {al['shift_px'][0]:.1f},{al['shift_px'][1]:.1f} px)"
@@ -548,8 +639,10 @@ def print_summary(record: dict, stream=None) -> None:
           + (f"; finetuned: {models['finetuned'].get('model')}" if models["finetuned"] else ""), file=stream)
     width = max(len(str(r["region"])) for r in record["regions"]) if record["regions"] else 1
     for r in record["regions"]:
-        extra = f"   (base: {r['base_text']})" if r["finetuned_text"] is not None and r["base_text"] != r["text"] else ""
-        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {r['text']}{extra}", file=stream)
+        shown = forms.printable_text  # texts as the model gave them, control characters escaped
+        extra = (f"   (base: {shown(r['base_text'])})" if r["finetuned_text"] is not None
+                 and r["base_text"] != r["text"] else "")
+        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {shown(r['text'])}{extra}", file=stream)
     if "accuracy" in record:
         a = record["accuracy"]
         print(f"accuracy  {a['exact']}/{a['fields']} fields exactly right, CER {a['cer']:.1%} "
@@ -557,20 +650,23 @@ def print_summary(record: dict, stream=None) -> None:
     t = record["timings"]
     parts = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in t.items())
     print(f"timings   {parts}", file=stream)
+    if record.get("pictures_error"):
+        print(f"WARNING   the pictures failed ({record['pictures_error']}); the results are complete", file=stream)
     print(f"outputs   {record['output_dir']}", file=stream)
 
 
 def print_directory_summary(summary: dict, stream=None) -> None:
     stream = stream or sys.stdout
-    print(f"\n{len(summary['scans'])} scans against {summary['template']}: {summary['ok']} done, "
+    print(f"\n{len(summary['scans'])} pages against {summary['template']}: {summary['ok']} done, "
           f"{summary['failed']} failed ({summary['total_s']:.1f}s)", file=stream)
     for e in summary["scans"]:
+        name = e["scan"] + (f" (page {e['page']})" if e.get("page") is not None else "")
         if e["status"] == "failed":
-            error = e["error"] if e["error"].startswith(e["scan"]) else f"{e['scan']}: {e['error']}"
+            error = e["error"] if e["error"].startswith(e["scan"]) else f"{name}: {e['error']}"
             print(f"  FAILED   {error}", file=stream)
         else:
             note = "" if e["status"] == "ok" else "  (not aligned: see its results.json)"
-            print(f"  {e['status']:<8} {e['scan']} -> {e['output_dir']}{note}", file=stream)
+            print(f"  {e['status']:<8} {name} -> {e['output_dir']}{note}", file=stream)
     print(f"combined  {summary['combined_csv']}", file=stream)
 
 
@@ -590,7 +686,7 @@ def run_cli(argv: Optional[Sequence[str]], defaults: FormOCRConfig, engine_facto
     try:
         config = config_from_args(args, defaults)
         check_inputs(config)
-        if Path(config.image).is_dir():
+        if Path(config.image).is_dir() or is_multi_page(config.image, config):
             summary = run_directory(config, engine_factory)
             if not args.quiet:
                 print_directory_summary(summary)
@@ -613,7 +709,7 @@ def config_from_block(block: Dict[str, Any], **engine_options) -> FormOCRConfig:
         finetuned_model=repo_path(block["FINETUNED_MODEL"]), max_length=block["MAX_LENGTH"],
         num_beams=block["NUM_BEAMS"], batch_size=block["BATCH_SIZE"], dtype=block["DTYPE"], device=block["DEVICE"],
         preprocess=block["PREPROCESS"], align=block["ALIGN"], strict_align=block["STRICT_ALIGN"],
-        ground_truth=repo_path(block["GROUND_TRUTH"]), engine_options=engine_options)
+        ground_truth=repo_path(block["GROUND_TRUTH"]), pdf_dpi=block["PDF_DPI"], engine_options=engine_options)
 
 
 def repo_path(path: Optional[str], must_exist: bool = True) -> Optional[str]:

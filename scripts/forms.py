@@ -10,8 +10,10 @@ warped into the template frame first, so a region's bbox means the same thing on
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,6 +472,67 @@ def load_font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(font_path(), size)
 
 
+# Control, surrogate, private-use, unassigned and line/paragraph-separator characters: raqm refuses some
+# of them outright ("raqm_layout() failed", e.g. U+001C, U+0085), the rest draw as nothing or a box.
+_UNDRAWABLE_CATEGORIES = {"Cc", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+@functools.lru_cache(maxsize=8)
+def _font_codepoints(path: str) -> frozenset:
+    """The code points the font file has glyphs for (its cmap, read by fontTools, a matplotlib dependency)."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(path, lazy=True) as font:
+        return frozenset(font.getBestCmap() or ())
+
+
+def _escape_char(ch: str) -> str:
+    cp = ord(ch)
+    return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}"
+
+
+def printable_text(text: str) -> str:
+    """`text` for a console: control, separator, unassigned and private characters escaped, so that a
+    model's output cannot move the cursor or clear the terminal. For display only."""
+    return "".join(_escape_char(ch) if unicodedata.category(ch) in _UNDRAWABLE_CATEGORIES else ch for ch in text)
+
+
+def drawable_text(text: str, font_file: Optional[str] = None) -> str:
+    """`text` as a picture can show it: characters the font cannot lay out (control characters,
+    unassigned or private code points, characters without a glyph in the font) are written escaped,
+    Python-style ("\\x1c", "\\u4e2d"). For pictures only: results keep the model's text as it is."""
+    try:
+        covered = _font_codepoints(font_file or font_path())
+    except Exception:  # noqa: BLE001 - an unreadable cmap: escape by category only
+        covered = None
+    return "".join(_escape_char(ch) if unicodedata.category(ch) in _UNDRAWABLE_CATEGORIES
+                   or (covered is not None and ord(ch) not in covered) else ch for ch in text)
+
+
+def _fits(draw: ImageDraw.ImageDraw, label: str, font, width: float) -> bool:
+    return draw.textlength(label, font=font) <= width
+
+
+def draw_label(draw: ImageDraw.ImageDraw, xy: Tuple[float, float], label: str, max_width: float,
+               size: int, min_size: int = 8, fill=(0, 0, 0), anchor: str = "lm") -> str:
+    """Draw `label` at `xy`, shrunk (down to `min_size`) to fit `max_width`; never raises for the text.
+    Returns what was drawn: the label with undrawable characters escaped (drawable_text); should the
+    layout engine still refuse it, all non-ASCII escaped, drawn with PIL's basic layout."""
+    shown = drawable_text(label)
+    attempts = [(shown, None), (shown.encode("ascii", "backslashreplace").decode("ascii"), ImageFont.Layout.BASIC)]
+    error = None
+    for text, layout in attempts:
+        try:
+            font = ImageFont.truetype(font_path(), size, layout_engine=layout)
+            while font.size > min_size and not _fits(draw, text, font, max_width):  # shrink to fit the box
+                font = ImageFont.truetype(font_path(), font.size - 1, layout_engine=layout)
+            draw.text(xy, text, fill=fill, font=font, anchor=anchor)
+            return text
+        except (OSError, RuntimeError, ValueError) as e:  # raqm/FreeType refused this text
+            error = e
+    raise RuntimeError(f"cannot draw label {label!r}: {error}")  # not reached: ASCII always lays out
+
+
 def _rgb(page: ImageLike) -> Image.Image:
     return page.convert("RGB") if isinstance(page, Image.Image) else load_image(page, mode="RGB")
 
@@ -511,7 +574,8 @@ def draw_annotations(page: ImageLike, regions: Sequence[Region], texts: Dict[int
                      color=(0, 90, 200)) -> Image.Image:
     """The final page, twice the page's height: on top the scan with its numbered guides; below, the
     same boxes on white, each holding "number: recognised text" (texts keyed by region number). The
-    boxes sit edge to edge on the form, so text written over the scan would hide the handwriting."""
+    boxes sit edge to edge on the form, so text written over the scan would hide the handwriting.
+    Characters the font cannot lay out are shown escaped (drawable_text); drawing never fails on a text."""
     top = draw_guides(page, regions, color=color)
     bottom = Image.new("RGB", top.size, "white")
     draw = ImageDraw.Draw(bottom)
@@ -519,10 +583,7 @@ def draw_annotations(page: ImageLike, regions: Sequence[Region], texts: Dict[int
         x, y, w, h = region.bbox
         draw.rectangle((x, y, x + w - 1, y + h - 1), outline=color, width=2)
         label = f"{region.number}: {texts.get(region.number, '')}"
-        font = load_font(max(10, min(int(h * 0.55), 32)))
-        while font.size > 8 and draw.textlength(label, font=font) > w - 8:  # shrink to fit the box
-            font = load_font(font.size - 1)
-        draw.text((x + 4, y + h / 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+        draw_label(draw, (x + 4, y + h / 2), label, max_width=w - 8, size=max(10, min(int(h * 0.55), 32)))
     out = Image.new("RGB", (top.width, top.height * 2), "white")
     out.paste(top, (0, 0))
     out.paste(bottom, (0, top.height))

@@ -1,19 +1,26 @@
 """Reading images robustly: every supported format and mode in, 8-bit RGB (or gray) out.
 
 One place decides what an image is, so the processor, the batch processor, the preprocessor and the
-form handlers all accept the same inputs and fail with the same clear messages.
+form handlers all accept the same inputs and fail with the same clear messages. A file is a sequence of
+pages: one for most images, one per frame of a multi-page TIFF/WebP, one per page of a PDF (rendered
+with pypdfium2 at `PDF_DPI`, or the dpi passed in).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+PDF_EXTENSIONS = (".pdf",)
+IMAGE_EXTENSIONS = RASTER_EXTENSIONS + PDF_EXTENSIONS  # every file type read as pages (folders, patterns)
+# PDF pages are rendered at this resolution unless told otherwise: form scans are 200-300 dpi, and the
+# line crops TrOCR reads (384 px wide) gain nothing from more.
+PDF_DPI = 200
 # Larger than any scanned page at 600 dpi; guards against decompression bombs and corrupt headers.
 MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -85,19 +92,21 @@ def _load_frame(img: Image.Image, where: str, mode: str) -> Image.Image:
         raise ImageReadError(f"{where}: corrupt or truncated image data ({e})") from None
 
 
-def load_image(source: ImageLike, mode: str = "RGB") -> Image.Image:
+def load_image(source: ImageLike, mode: str = "RGB", page: int = 1, dpi: Optional[float] = None) -> Image.Image:
     """A path, PIL image or numpy array (HxW gray, HxWx3 RGB, HxWx4 RGBA) -> PIL image in `mode`.
 
-    For multi-page files this returns the first page; use `iter_pages` for all of them.
+    For multi-page files (TIFF, PDF) this returns page `page` (1-based; the first by default); use
+    `iter_pages` or `open_pages` for all of them. PDF pages are rendered at `dpi` (default `PDF_DPI`).
     """
     if isinstance(source, Image.Image):
         return _load_frame(source, _describe(source), mode)
     if isinstance(source, np.ndarray):
         return array_to_pil(source, mode)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        with _open(path) as img:
-            return _load_frame(img, str(path), mode)
+        with open_pages(source, dpi) as pages:
+            if not 1 <= page <= len(pages):
+                raise ImageReadError(f"{source}: no page {page} (the file has {len(pages)})")
+            return pages.read(page - 1, mode)
     raise ImageReadError(f"{_describe(source)}: expected a path, PIL image or numpy array")
 
 
@@ -121,14 +130,148 @@ def array_to_pil(arr: np.ndarray, mode: str = "RGB") -> Image.Image:
     return normalize_mode(img, mode)
 
 
-def iter_pages(path: Union[str, os.PathLike], mode: str = "RGB") -> Iterator[Image.Image]:
-    """Every page of a (multi-page TIFF/WebP/...) file, each normalised to `mode`."""
+def is_pdf(path: Union[str, os.PathLike]) -> bool:
+    """A PDF by its extension or, whatever its name, by its header ("%PDF-" within the first 1 KiB)."""
+    if str(path).lower().endswith(PDF_EXTENSIONS):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return b"%PDF-" in f.read(1024)
+    except OSError:
+        return False
+
+
+class Pages:
+    """The pages of one open file: `len(pages)`, `pages.read(i, mode)` (0-based) and `pages.where(i)`,
+    the file (and page) for messages. A bad page raises ImageReadError for itself alone, so callers can
+    fail one page and go on with the others. Use as a context manager, or call close()."""
+
+    def __init__(self, path: Path, count: int):
+        self.path, self.count = path, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def where(self, i: int) -> str:
+        return f"{self.path} (page {i + 1}/{self.count})" if self.count > 1 else str(self.path)
+
+    def read(self, i: int, mode: str = "RGB") -> Image.Image:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _RasterPages(Pages):
+    """Frames of an image file opened by PIL (one for most formats, several for TIFF/WebP/GIF)."""
+
+    def __init__(self, path: Path):
+        self.img = _open(path)
+        try:
+            count = int(getattr(self.img, "n_frames", 1) or 1)
+        except Exception as e:  # noqa: BLE001 - a broken frame table is this file's error
+            self.img.close()
+            raise ImageReadError(f"{path}: cannot count pages ({e})") from None
+        super().__init__(path, count)
+
+    def read(self, i: int, mode: str = "RGB") -> Image.Image:
+        where = self.where(i)
+        try:
+            if self.count > 1:
+                self.img.seek(i)
+            self.img.load()
+            frame = self.img.copy()
+        except Image.DecompressionBombError as e:
+            raise ImageReadError(f"{where}: image too large ({e})") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            raise ImageReadError(f"{where}: corrupt or truncated image data ({e})") from None
+        frame = _load_frame(frame, where, mode)
+        if frame.width < 1 or frame.height < 1:
+            raise ImageReadError(f"{where}: empty image ({frame.width}x{frame.height})")
+        return frame
+
+    def close(self) -> None:
+        self.img.close()
+
+
+class _PdfPages(Pages):
+    """Pages of a PDF, each rendered by PDFium (pypdfium2) at `dpi` on white, as a scanner would."""
+
+    def __init__(self, path: Path, dpi: Optional[float] = None):
+        try:
+            import pypdfium2 as pdfium
+        except ImportError:
+            raise ImageReadError(f"{path}: a PDF; reading PDFs needs pypdfium2 "
+                                 "(pip install -r requirements-mlx.txt)") from None
+        self.dpi = float(dpi or PDF_DPI)
+        if not 10 <= self.dpi <= 1200:
+            raise ValueError(f"PDF resolution must be 10-1200 dpi, got {self.dpi:g}")
+        try:
+            self.doc = pdfium.PdfDocument(str(path))
+            count = len(self.doc)
+        except pdfium.PdfiumError as e:
+            reason = str(e)
+            if "password" in reason.lower():
+                raise ImageReadError(f"{path}: encrypted PDF (needs a password): {reason}") from None
+            raise ImageReadError(f"{path}: not a readable PDF ({reason})") from None
+        if count < 1:
+            self.doc.close()
+            raise ImageReadError(f"{path}: PDF has no pages")
+        super().__init__(path, count)
+
+    def read(self, i: int, mode: str = "RGB") -> Image.Image:
+        import pypdfium2 as pdfium
+
+        where = self.where(i)
+        scale = self.dpi / 72.0  # PDF units are 1/72 inch
+        try:
+            page = self.doc[i]
+            try:
+                w, h = page.get_size()
+                if w * h * scale * scale > MAX_PIXELS:
+                    raise ImageReadError(f"{where}: page too large at {self.dpi:g} dpi "
+                                         f"({w / 72:.1f} x {h / 72:.1f} in); pass a lower dpi")
+                bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255))
+                img = bitmap.to_pil()
+            finally:
+                page.close()
+        except pdfium.PdfiumError as e:
+            raise ImageReadError(f"{where}: cannot render PDF page ({e})") from None
+        img = _load_frame(img, where, mode)
+        if img.width < 1 or img.height < 1:
+            raise ImageReadError(f"{where}: empty page ({img.width}x{img.height} at {self.dpi:g} dpi)")
+        img.info["dpi"] = (self.dpi, self.dpi)
+        return img
+
+    def close(self) -> None:
+        self.doc.close()
+
+
+def open_pages(path: Union[str, os.PathLike], dpi: Optional[float] = None) -> Pages:
+    """The pages of an image file or a PDF (rendered at `dpi`, default `PDF_DPI`). Raises
+    ImageReadError naming the file when it cannot be opened at all."""
     path = Path(path)
-    with _open(path) as img:
-        n = getattr(img, "n_frames", 1)
-        for i, frame in enumerate(ImageSequence.Iterator(img)):
-            where = f"{path} (page {i + 1}/{n})" if n > 1 else str(path)
-            yield _load_frame(frame.copy(), where, mode)
+    if path.is_file() and path.stat().st_size > 0 and is_pdf(path):
+        return _PdfPages(path, dpi)
+    return _RasterPages(path)
+
+
+def count_pages(path: Union[str, os.PathLike], dpi: Optional[float] = None) -> int:
+    with open_pages(path, dpi) as pages:
+        return len(pages)
+
+
+def iter_pages(path: Union[str, os.PathLike], mode: str = "RGB", dpi: Optional[float] = None) -> Iterator[Image.Image]:
+    """Every page of a (multi-page TIFF/WebP/PDF/...) file, each normalised to `mode`."""
+    with open_pages(path, dpi) as pages:
+        for i in range(len(pages)):
+            yield pages.read(i, mode)
 
 
 def is_image_path(path: Union[str, os.PathLike]) -> bool:

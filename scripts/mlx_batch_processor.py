@@ -7,9 +7,9 @@
     python scripts/mlx_batch_processor.py --images a.png b.tif --text-files
 
 Every input becomes rows of the CSV `image_name,image_path,text,success,processing_time,error,timestamp`:
-one row per image, one per page of a multi-page TIFF (image_name `scan.tif[page 2]`, image_path the
-file), and one failed row (with the reason in `error`) for a file that cannot be read. Rows are appended,
-flushed and fsync'd a batch at a time with a single write, so a run killed at any moment keeps every
+one row per image, one per page of a multi-page TIFF or a PDF (image_name `scan.pdf[page 2]`, image_path
+the file; PDF pages rendered at --pdf-dpi), and one failed row (with the reason in `error`) for a file
+that cannot be read. Rows are appended, flushed and fsync'd a batch at a time with a single write, so a run killed at any moment keeps every
 finished row; `--resume` skips the inputs already in the CSV (by image_path + page) and drops a trailing
 partial line. The JSON (metadata + results) is written at the end from the CSV, so a resumed run's JSON is
 complete. Images are read and preprocessed in a background thread while the model generates.
@@ -29,7 +29,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import io
-import json
 import os
 import platform
 import queue
@@ -44,9 +43,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
-from scripts.image_io import IMAGE_EXTENSIONS, ImageReadError, _load_frame, _open
+from scripts import atomic
+from scripts.image_io import IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, open_pages
 
 CSV_COLUMNS = ["image_name", "image_path", "text", "success", "processing_time", "error", "timestamp"]
 PAGE_RE = re.compile(r"\[page (\d+)\]$")
@@ -194,45 +193,29 @@ def _reason(e: BaseException) -> str:
     return str(e) if isinstance(e, ImageReadError) else f"{type(e).__name__}: {e}"
 
 
-def iter_file_pages(path: Path, done: set, preprocess) -> Iterator[Item]:
+def iter_file_pages(path: Path, done: set, preprocess, pdf_dpi: Optional[float] = None) -> Iterator[Item]:
     """Items for every page of `path` not in `done`, each preprocessed, or one failed item for the file.
 
-    A bad page of a multi-page file fails alone; the other pages are still read.
+    A bad page of a multi-page file (TIFF, PDF) fails alone; the other pages are still read. PDF pages
+    are rendered at `pdf_dpi` (default image_io.PDF_DPI).
     """
     abspath = os.path.abspath(path)
     t0 = time.perf_counter()
     try:
-        img = _open(path)
+        pages = open_pages(path, pdf_dpi)
     except Exception as e:  # noqa: BLE001 - every unreadable file becomes a failed row
         yield Item(path, error=_reason(e), load_time=time.perf_counter() - t0)
         return
-    with img:
-        try:
-            n = int(getattr(img, "n_frames", 1) or 1)
-        except Exception as e:  # noqa: BLE001
-            yield Item(path, error=f"{path}: cannot count pages ({_reason(e)})", load_time=time.perf_counter() - t0)
-            return
+    with pages:
+        n = len(pages)
         for i in range(n):
             page = None if n == 1 else i + 1
             if (abspath, page) in done:
                 continue
-            where = str(path) if n == 1 else f"{path} (page {i + 1}/{n})"
             t0 = time.perf_counter()
             item = Item(path, page=page, pages=n)
             try:
-                if n > 1:
-                    img.seek(i)
-                try:
-                    img.load()
-                    frame = img.copy()
-                except Image.DecompressionBombError as e:
-                    raise ImageReadError(f"{where}: image too large ({e})") from None
-                except (OSError, ValueError, SyntaxError, EOFError) as e:
-                    raise ImageReadError(f"{where}: corrupt or truncated image data ({e})") from None
-                frame = _load_frame(frame, where, "RGB")
-                if frame.width < 1 or frame.height < 1:
-                    raise ImageReadError(f"{where}: empty image ({frame.width}x{frame.height})")
-                item.pixels = preprocess([frame])[0]
+                item.pixels = preprocess([pages.read(i, "RGB")])[0]
             except Exception as e:  # noqa: BLE001
                 item.error = _reason(e)
             item.load_time = time.perf_counter() - t0
@@ -380,11 +363,12 @@ class MLXBatchProcessor:
     """OCR for whole collections: images in, CSV/JSON out.
 
     `model_path=None` uses the default model (model_registry.default_model_path()). Generation options
-    (max_length, num_beams, temperature, do_sample, seed, ...) apply to every image.
+    (max_length, num_beams, temperature, do_sample, seed, ...) apply to every image. PDF pages are
+    rendered at `pdf_dpi` (default image_io.PDF_DPI).
     """
 
     def __init__(self, model_path=None, batch_size: int = 8, verbose: bool = False, dtype: Optional[str] = None,
-                 processor=None, queue_size: Optional[int] = None, **generation):
+                 processor=None, queue_size: Optional[int] = None, pdf_dpi: float = PDF_DPI, **generation):
         from scripts.model_registry import resolve_model_path
 
         if batch_size < 1:
@@ -397,6 +381,9 @@ class MLXBatchProcessor:
         self.processor = processor
         self.model_path = Path(model_path) if model_path is not None else getattr(processor, "path", None)
         self.batch_size = int(batch_size)
+        self.pdf_dpi = float(pdf_dpi)
+        if not 10 <= self.pdf_dpi <= 1200:
+            raise ValueError(f"pdf_dpi must be 10-1200, got {pdf_dpi}")
         self.verbose = verbose
         self.generation = {k: v for k, v in generation.items() if v is not None}
         self.config = processor.generation_options(**self.generation)  # validates the options now
@@ -470,7 +457,7 @@ class MLXBatchProcessor:
                 if stop.is_set():
                     return
                 n_items = 0
-                for item in iter_file_pages(Path(path), done, self.processor.preprocess):
+                for item in iter_file_pages(Path(path), done, self.processor.preprocess, self.pdf_dpi):
                     n_items += 1
                     if not put(item):
                         return
@@ -615,6 +602,7 @@ class MLXBatchProcessor:
             "model_config": {"model_type": "trocr", "dtype": _model_dtype(self.processor)},
             "generation": dataclasses.asdict(self.config),
             "batch_size": self.batch_size,
+            "pdf_dpi": self.pdf_dpi,
             "device": str(mx.default_device()),
             "platform": platform.platform(),
             "versions": package_versions(),
@@ -626,31 +614,17 @@ class MLXBatchProcessor:
     @staticmethod
     def export_results_csv(results: Sequence[dict], path) -> Path:
         """Write `results` as a complete CSV (replacing the file atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(format_rows(results, header=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return atomic.write_text(path, format_rows(results, header=True))
 
     def export_results_json(self, results: Sequence[dict], path, **extra_metadata) -> Path:
         """Write {"metadata": ..., "results": [...]} (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         out = []
         for r in results:
             r = {c: r.get(c) for c in CSV_COLUMNS} | {"page": r.get("page", row_page(r))}
             r["success"] = bool(r["success"])
             r["processing_time"] = round(float(r["processing_time"] or 0.0), 4)
             out.append(r)
-        doc = {"metadata": self.metadata(results, **extra_metadata), "results": out}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic.write_json(path, {"metadata": self.metadata(results, **extra_metadata), "results": out})
 
 
 def _model_dtype(processor) -> Optional[str]:
@@ -686,11 +660,7 @@ def _text_file_names(paths: Sequence[Path], text_dir, root) -> dict[str, Path]:
 
 
 def _write_text(base: Path, page: Optional[int], text: str) -> None:
-    path = base.with_name(base.name + ("" if page is None else f"_page{page}") + "_ocr.txt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(base.with_name(base.name + ("" if page is None else f"_page{page}") + "_ocr.txt"), text + "\n")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -703,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch OCR with the MLX TrOCR model: crash-safe CSV (resumable), JSON, text files.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     src = p.add_argument_group("inputs (any combination)")
-    src.add_argument("--images", nargs="+", metavar="P", help="image files")
+    src.add_argument("--images", nargs="+", metavar="P", help="image files (PDFs too: every page)")
     src.add_argument("--directory", "-d", metavar="D", help="a folder of images")
     src.add_argument("--manifest", metavar="FILE",
                      help="a text file, one image path a line (relative paths: relative to the manifest)")
@@ -721,6 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam decoding")
     m.add_argument("--seed", type=int, default=None, help="random seed for --do-sample")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    m.add_argument("--pdf-dpi", type=float, default=PDF_DPI,
+                   help="resolution PDF pages are rendered at, one row per page (default: %(default)s)")
     o = p.add_argument_group("outputs")
     o.add_argument("--output-csv", metavar="FILE", help=f"results CSV, appended per batch (default: {DEFAULT_CSV})")
     o.add_argument("--output-json", metavar="FILE", help="results JSON (default: the CSV's name with .json)")
@@ -791,6 +763,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         proc = MLXBatchProcessor(args.model, batch_size=args.batch_size, verbose=args.verbose, dtype=args.dtype,
+                                 pdf_dpi=args.pdf_dpi,
                                  max_length=args.max_length, num_beams=args.num_beams,
                                  temperature=args.temperature, do_sample=args.do_sample or None, seed=args.seed)
         proc.check_generation()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from scripts.image_io import IMAGE_EXTENSIONS, ImageLike, ImageReadError, is_image_path, iter_pages, load_image
+from scripts.image_io import IMAGE_EXTENSIONS, ImageLike, ImageReadError, is_image_path, load_image, open_pages
 
 # Defaults (the handler's configuration block passes its own values for the first five).
 METHOD = "sauvola"  # "otsu", "adaptive" or "sauvola"
@@ -142,26 +142,35 @@ def _output_name(src: Path, page: int, n_pages: int) -> str:
     return f"{src.stem}_p{page + 1}.png" if n_pages > 1 else f"{src.stem}.png"
 
 
-def preprocess_file(src: Path, output: Path, output_is_dir: bool, **options) -> List[Path]:
-    """Every page of one image file -> PNG(s); returns the paths written."""
-    pages = list(iter_pages(src, mode="L"))
-    written = []
-    for i, page in enumerate(pages):
-        if output_is_dir:
-            dst = output / _output_name(src, i, len(pages))
-        else:  # a named output file; several pages get numbered siblings of it
-            dst = output if len(pages) == 1 else output.with_name(f"{output.stem}_p{i + 1}{output.suffix}")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        preprocess_page(page, **options).save(dst)
-        written.append(dst)
-    return written
+def preprocess_file(src: Path, output: Path, output_is_dir: bool, dpi: Optional[float] = None,
+                    **options) -> Tuple[List[Path], List[str]]:
+    """Every page of one image file or PDF (rendered at `dpi`) -> PNG(s). Returns (the paths written,
+    an error message naming the file and page for each page that could not be read). A file that
+    cannot be opened at all raises ImageReadError."""
+    written, errors = [], []
+    with open_pages(src, dpi) as pages:
+        n = len(pages)
+        for i in range(n):
+            if output_is_dir:
+                dst = output / _output_name(src, i, n)
+            else:  # a named output file; several pages get numbered siblings of it
+                dst = output if n == 1 else output.with_name(f"{output.stem}_p{i + 1}{output.suffix}")
+            try:
+                page = pages.read(i, mode="L")
+            except ImageReadError as e:  # a bad page fails alone; the others are still written
+                errors.append(str(e))
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            preprocess_page(page, **options).save(dst)
+            written.append(dst)
+    return written, errors
 
 
 def collect_inputs(input_path: Path) -> List[Path]:
     if input_path.is_dir():
         files = sorted(p for p in input_path.iterdir() if p.is_file() and is_image_path(p))
         if not files:
-            raise ImageReadError(f"{input_path}: folder contains no images ({' '.join(IMAGE_EXTENSIONS)})")
+            raise ImageReadError(f"{input_path}: folder contains no scans ({' '.join(IMAGE_EXTENSIONS)})")
         return files
     if not input_path.exists():
         raise ImageReadError(f"{input_path}: file not found")
