@@ -3,7 +3,8 @@
 #
 #   ./setup_mlx.sh            MLX + PyTorch/transformers (both handlers, converter, benchmarks)
 #   ./setup_mlx.sh --mlx-only MLX inference only (no torch, no transformers)
-#   ./setup_mlx.sh --dev      everything above plus the test tools
+#   ./setup_mlx.sh --dev      everything above plus the test tools (Ray included: the tests use it)
+#   ./setup_mlx.sh --ray      also Ray (requirements-ray.txt): mlx_batch_processor.py --ray on many machines
 #   ./setup_mlx.sh --fonts    also the Debian font and word-list packages of fonts-debian.txt and
 #                             wordlists-debian.txt (synthetic training lines, the independent evaluation set)
 #   ./setup_mlx.sh --eval     also the peer OCR engines: requirements-eval.txt and apt's tesseract-ocr
@@ -22,13 +23,15 @@ with_torch=1
 dev=0
 fonts=0
 eval_tools=0
+ray=0
 for arg in "$@"; do
   case "$arg" in
     --mlx-only) with_torch=0 ;;
     --dev) dev=1 ;;
     --fonts) fonts=1 ;;
     --eval) eval_tools=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ray) ray=1 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,8 +81,11 @@ if [ "$with_torch" = 1 ]; then
   "${pip[@]}" -r requirements-torch.txt
 fi
 if [ "$dev" = 1 ]; then
-  say "installing test tools"
+  say "installing test tools (and Ray, for its tests)"
   "${pip[@]}" -r requirements-dev.txt
+elif [ "$ray" = 1 ]; then
+  say "installing Ray (requirements-ray.txt)"
+  "${pip[@]}" -r requirements-ray.txt
 fi
 
 # System packages (fonts, tesseract): apt-get as root or via sudo; anywhere else, say what is needed.

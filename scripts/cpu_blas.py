@@ -45,3 +45,16 @@ def reexec_with_openblas() -> None:
         os.execv(sys.executable, sys.orig_argv)
     except OSError:
         os.environ["LD_PRELOAD"] = current  # could not restart: carry on with the reference BLAS
+
+
+def set_blas_threads(n: int) -> bool:
+    """Limit a preloaded OpenBLAS to `n` threads in this process (several worker processes share the
+    cores). True if OpenBLAS is loaded and took it; MLX's own CPU ops run on one thread anyway."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None).openblas_set_num_threads
+    except (AttributeError, OSError):
+        return False
+    fn(int(n))
+    return True

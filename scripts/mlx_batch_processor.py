@@ -25,27 +25,24 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
 
 import argparse
 import csv
-import dataclasses
 import fnmatch
 import hashlib
 import io
 import os
 import platform
-import queue
 import re
 import shlex
 import signal
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-import numpy as np
-
 from scripts import atomic
-from scripts.image_io import IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, open_pages
+from scripts.batch_engine import Item, OCREngine, check_pdf_dpi, iter_file_pages, now  # noqa: F401 - Item, iter_file_pages: API
+from scripts.batch_workers import resolve_workers
+from scripts.image_io import IMAGE_EXTENSIONS, PDF_DPI
 
 CSV_COLUMNS = ["image_name", "image_path", "text", "success", "processing_time", "error", "timestamp"]
 PAGE_RE = re.compile(r"\[page (\d+)\]$")
@@ -162,64 +159,6 @@ def select_shard(paths: Sequence[Path], shard: tuple[int, int], root: Optional[P
         if shard_of(key, n) == i:
             out.append(p)
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading pages robustly
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Item:
-    """One unit of work: a page of a file (page None: the file as a whole / a single-page file)."""
-
-    path: Path
-    page: Optional[int] = None
-    pages: int = 1
-    pixels: Optional[np.ndarray] = None
-    error: Optional[str] = None
-    load_time: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.path.name if self.page is None else f"{self.path.name}[page {self.page}]"
-
-    @property
-    def key(self) -> tuple[str, Optional[int]]:
-        return (os.path.abspath(self.path), self.page)
-
-
-def _reason(e: BaseException) -> str:
-    return str(e) if isinstance(e, ImageReadError) else f"{type(e).__name__}: {e}"
-
-
-def iter_file_pages(path: Path, done: set, preprocess, pdf_dpi: Optional[float] = None) -> Iterator[Item]:
-    """Items for every page of `path` not in `done`, each preprocessed, or one failed item for the file.
-
-    A bad page of a multi-page file (TIFF, PDF) fails alone; the other pages are still read. PDF pages
-    are rendered at `pdf_dpi` (default image_io.PDF_DPI).
-    """
-    abspath = os.path.abspath(path)
-    t0 = time.perf_counter()
-    try:
-        pages = open_pages(path, pdf_dpi)
-    except Exception as e:  # noqa: BLE001 - every unreadable file becomes a failed row
-        yield Item(path, error=_reason(e), load_time=time.perf_counter() - t0)
-        return
-    with pages:
-        n = len(pages)
-        for i in range(n):
-            page = None if n == 1 else i + 1
-            if (abspath, page) in done:
-                continue
-            t0 = time.perf_counter()
-            item = Item(path, page=page, pages=n)
-            try:
-                item.pixels = preprocess([pages.read(i, "RGB")])[0]
-            except Exception as e:  # noqa: BLE001
-                item.error = _reason(e)
-            item.load_time = time.perf_counter() - t0
-            yield item
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,10 +282,6 @@ class CSVAppender:
 # --------------------------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -363,123 +298,107 @@ class MLXBatchProcessor:
     """OCR for whole collections: images in, CSV/JSON out.
 
     `model_path=None` uses the default model (model_registry.default_model_path()). Generation options
-    (max_length, num_beams, temperature, do_sample, seed, ...) apply to every image. PDF pages are
+    (max_length, num_beams, temperature, do_sample, seed, ...) apply to every image.
+
+    `workers=N` (or "auto": see batch_workers.default_workers) runs N worker processes on this machine,
+    each with its own copy of the model; `ray=RayOptions(...)` runs an actor pool on a Ray cluster. Either
+    way rows come back in input order and go to the same CSV, so results, resume and failed rows are
+    those of one process. With workers or Ray, call close() (or use `with`) when done. PDF pages are
     rendered at `pdf_dpi` (default image_io.PDF_DPI).
     """
 
     def __init__(self, model_path=None, batch_size: int = 8, verbose: bool = False, dtype: Optional[str] = None,
-                 processor=None, queue_size: Optional[int] = None, pdf_dpi: float = PDF_DPI, **generation):
+                 processor=None, queue_size: Optional[int] = None, pdf_dpi: float = PDF_DPI, workers=1, ray=None,
+                 **generation):
         from scripts.model_registry import resolve_model_path
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if processor is None:
-            from scripts.mlx_processor import load_mlx_processor
-
-            model_path = resolve_model_path(model_path)
-            processor = load_mlx_processor(model_path, dtype=dtype)
-        self.processor = processor
-        self.model_path = Path(model_path) if model_path is not None else getattr(processor, "path", None)
         self.batch_size = int(batch_size)
-        self.pdf_dpi = float(pdf_dpi)
-        if not 10 <= self.pdf_dpi <= 1200:
-            raise ValueError(f"pdf_dpi must be 10-1200, got {pdf_dpi}")
+        self.pdf_dpi = check_pdf_dpi(pdf_dpi)
         self.verbose = verbose
-        self.generation = {k: v for k, v in generation.items() if v is not None}
-        self.config = processor.generation_options(**self.generation)  # validates the options now
-        if self.config.num_return_sequences != 1:
-            raise ValueError("the batch processor writes one text per image: num_return_sequences must be 1")
         self.queue_size = queue_size or max(2 * self.batch_size, 4)
         self.interrupted = False
         self.last_run: dict = {}
+        self.engine: Optional[OCREngine] = None
+        self.runner = None
+        self.workers = 1 if (processor is not None or ray is not None) else resolve_workers(workers)
+        if ray is None and self.workers == 1:
+            self.engine = OCREngine(model_path, batch_size=batch_size, dtype=dtype, processor=processor,
+                                    verbose=verbose, pdf_dpi=self.pdf_dpi, **generation)
+            self.model_path = self.engine.model_path
+            return
+        if ray is None or not ray.address:  # the model must be here; on a cluster, on every machine
+            model_path = resolve_model_path(model_path)
+        self.model_path = Path(model_path) if model_path is not None else None
+        options = {"model_path": str(self.model_path) if self.model_path else None, "batch_size": self.batch_size,
+                   "dtype": dtype, "verbose": verbose, "pdf_dpi": self.pdf_dpi, **generation}
+        if ray is not None:
+            from scripts.batch_ray import RayRunner
+
+            self.runner = RayRunner(ray, options, verbose=verbose)
+        else:
+            from scripts.batch_workers import WorkerPool
+
+            self.runner = WorkerPool(self.workers, options)
 
     # -- the model ---------------------------------------------------------------------------------
+    @property
+    def processor(self):
+        """The loaded model (one process only; workers and Ray actors hold their own)."""
+        return self.engine.processor if self.engine is not None else None
+
+    @property
+    def config(self):
+        return self.engine.config if self.engine is not None else None
+
     def check_generation(self) -> None:
         """One tiny generate with these options, so a setting the model cannot run fails at once
-        (rather than as a failed row for every image)."""
-        h, w = self.processor.preprocessor.size
-        blank = np.zeros((1, h, w, 3), dtype=np.float32)
-        self.processor.generate(blank, **{**self.generation, "max_length": 2, "max_new_tokens": None})
+        (rather than as a failed row for every image). Workers and Ray actors do it as they start."""
+        if self.engine is not None:
+            self.engine.check_generation()
 
-    def _generate(self, pixels: np.ndarray) -> list[str]:
-        ids = self.processor.generate(pixels, **self.generation)
-        return self.processor.batch_decode(ids)
+    def engines(self) -> list[dict]:
+        """What produced the rows: one entry per process (model, dtype, generation, device, host)."""
+        if self.engine is not None:
+            return [self.engine.info()]
+        return list(self.runner.info)
 
-    def _run_batch(self, items: list[Item]) -> list[dict]:
-        good = [it for it in items if it.error is None]
-        texts: dict[int, str] = {}
-        errors: dict[int, str] = {}
-        t0 = time.perf_counter()
-        if good:
-            try:
-                out = self._generate(np.stack([it.pixels for it in good]))
-                texts = {id(it): t for it, t in zip(good, out)}
-            except Exception as batch_error:  # noqa: BLE001 - one bad item must fail alone
-                if self.verbose:
-                    self._log(f"batch generate failed ({type(batch_error).__name__}: {batch_error}); "
-                              "retrying one image at a time")
-                for it in good:
-                    try:
-                        texts[id(it)] = self._generate(it.pixels[None])[0]
-                    except Exception as e:  # noqa: BLE001
-                        errors[id(it)] = f"generation failed: {type(e).__name__}: {e}"
-        gen_time = (time.perf_counter() - t0) / max(len(good), 1)
-        stamp = _now()
-        rows = []
-        for it in items:
-            err = it.error or errors.get(id(it))
-            rows.append({
-                "image_name": it.name,
-                "image_path": str(it.path),
-                "text": "" if err else texts[id(it)],
-                "success": err is None,
-                "processing_time": it.load_time + (gen_time if it.error is None else 0.0),
-                "error": err or "",
-                "timestamp": stamp,
-                "page": it.page,
-            })
-        return rows
+    def describe(self) -> str:
+        if self.runner is None:
+            return "1 process"
+        if hasattr(self.runner, "describe"):
+            return self.runner.describe()
+        return f"{self.workers} worker processes"
+
+    def close(self) -> None:
+        """Stop the worker processes / leave the Ray cluster (one started here is shut down)."""
+        if self.runner is not None:
+            self.runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # -- the pipeline ------------------------------------------------------------------------------
-    def _producer(self, paths: Sequence[Path], done: set, q: queue.Queue, stop: threading.Event,
-                  pages_found) -> None:
-        def put(x) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(x, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            for path in paths:
-                if stop.is_set():
-                    return
-                n_items = 0
-                for item in iter_file_pages(Path(path), done, self.processor.preprocess, self.pdf_dpi):
-                    n_items += 1
-                    if not put(item):
-                        return
-                pages_found(n_items)
-        except BaseException as e:  # noqa: BLE001 - never leave the consumer waiting
-            put(e)
-        finally:
-            put(None)
+    def _local_batches(self, paths: Sequence[Path], done: set, on_file) -> Iterator[list[dict]]:
+        for batch in self.engine.read(paths, done, self.queue_size, on_file):
+            yield self.engine.run_batch(batch, log=self._log)
 
     def iter_results(self, paths: Sequence, done: Optional[set] = None, show_progress: bool = True,
                      handle_sigint: bool = True) -> Iterator[list[dict]]:
-        """Rows, a batch at a time, for every page of `paths` whose (abspath, page) is not in `done`.
+        """Rows, a batch (or a worker's chunk) at a time, in input order, for every page of `paths` whose
+        (abspath, page) is not in `done`.
 
-        Reading and preprocessing run in a background thread. With `handle_sigint` (main thread only), a
+        Reading and preprocessing run in background threads. With `handle_sigint` (main thread only), a
         first Ctrl-C stops after the current batch (self.interrupted becomes True); a second one aborts.
         """
         done = done or set()
         paths = [Path(p) for p in paths]
         paths = [p for p in paths if (os.path.abspath(p), None) not in done]
         self.interrupted = False
-        q: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        stop = threading.Event()
 
         bar = None
         if show_progress:
@@ -503,25 +422,13 @@ class MLXBatchProcessor:
 
             previous_handler = signal.signal(signal.SIGINT, on_sigint)
 
-        worker = threading.Thread(target=self._producer, args=(paths, done, q, stop, pages_found),
-                                  name="ocr-reader", daemon=True)
-        worker.start()
+        if self.runner is None:
+            source = self._local_batches(paths, done, pages_found)
+        else:
+            source = self.runner.iter_chunks(paths, done, pages_found)
         failed = 0
         try:
-            finished = False
-            while not finished and not self.interrupted:
-                batch: list[Item] = []
-                while len(batch) < self.batch_size:
-                    x = q.get()
-                    if x is None:
-                        finished = True
-                        break
-                    if isinstance(x, BaseException):
-                        raise x
-                    batch.append(x)
-                if not batch:
-                    break
-                rows = self._run_batch(batch)
+            for rows in source:
                 failed += sum(not r["success"] for r in rows)
                 if self.verbose:
                     for r in rows:
@@ -531,9 +438,10 @@ class MLXBatchProcessor:
                 if bar is not None:
                     bar.set_postfix_str(f"failed={failed}" if failed else "", refresh=False)
                     bar.update(len(rows))
+                if self.interrupted:
+                    break
         finally:
-            stop.set()
-            worker.join(timeout=5)
+            source.close()
             if bar is not None:
                 bar.close()
             if previous_handler is not None:
@@ -588,8 +496,8 @@ class MLXBatchProcessor:
         return self.run(find_images(directory, pattern, recursive), **run_options)
 
     def metadata(self, results: Sequence[dict], **extra) -> dict:
-        import mlx.core as mx
-
+        engines = self.engines()
+        first = engines[0] if engines else {}
         total_time = float(sum(float(r.get("processing_time") or 0.0) for r in results))
         ok = sum(bool(r.get("success")) for r in results)
         meta = {
@@ -599,15 +507,18 @@ class MLXBatchProcessor:
             "total_time": round(total_time, 4),
             "avg_time_per_image": round(total_time / len(results), 4) if results else 0.0,
             "model": str(self.model_path) if self.model_path is not None else None,
-            "model_config": {"model_type": "trocr", "dtype": _model_dtype(self.processor)},
-            "generation": dataclasses.asdict(self.config),
+            "model_config": {"model_type": "trocr", "dtype": first.get("dtype")},
+            "generation": first.get("generation"),
             "batch_size": self.batch_size,
             "pdf_dpi": self.pdf_dpi,
-            "device": str(mx.default_device()),
+            "device": first.get("device"),
+            "workers": self.describe(),
             "platform": platform.platform(),
             "versions": package_versions(),
-            "created": _now(),
+            "created": now(),
         }
+        if len(engines) > 1:  # which processes (and, on Ray, which machines) made this run's rows
+            meta["engines"] = [{k: e.get(k) for k in ("host", "device", "pid")} for e in engines]
         meta.update(extra)
         return meta
 
@@ -625,15 +536,6 @@ class MLXBatchProcessor:
             r["processing_time"] = round(float(r["processing_time"] or 0.0), 4)
             out.append(r)
         return atomic.write_json(path, {"metadata": self.metadata(results, **extra_metadata), "results": out})
-
-
-def _model_dtype(processor) -> Optional[str]:
-    try:
-        from mlx.utils import tree_flatten
-
-        return str(tree_flatten(processor.model.parameters())[0][1].dtype)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _text_file_names(paths: Sequence[Path], text_dir, root) -> dict[str, Path]:
@@ -693,6 +595,29 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     m.add_argument("--pdf-dpi", type=float, default=PDF_DPI,
                    help="resolution PDF pages are rendered at, one row per page (default: %(default)s)")
+    w = p.add_argument_group("parallel work (default: one process)")
+    w.add_argument("--workers", default="1", metavar="N",
+                   help="worker processes on this machine, each with its own copy of the model, reading its "
+                   "images in the background; rows still come out in input order. 'auto': 2 on a GPU (the "
+                   "device is otherwise mostly idle), 1 on a CPU (default: 1)")
+    w.add_argument("--ray", action="store_true", help="run on Ray: start a local Ray cluster on this machine "
+                   "(needs ./setup_mlx.sh --ray)")
+    w.add_argument("--ray-address", metavar="ADDR", help="join a running Ray cluster instead (HOST:PORT of "
+                   "`ray start --head`, or 'auto'); implies --ray")
+    w.add_argument("--ray-actors", type=int, metavar="N", help="OCR actors (each loads the model once; default: "
+                   "as many as the cluster's GPUs, or CPUs, allow at the per-actor share below)")
+    w.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="F",
+                   help="GPU share of each actor on CUDA machines, e.g. 0.5 for two actors a GPU (default 0: "
+                   "actors are placed by CPUs, which is how Apple-silicon Macs are counted)")
+    w.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="CPUs reserved by each actor when --ray-gpus-per-actor is 0; on a CPU machine also its "
+                   "BLAS threads (default 1)")
+    w.add_argument("--ray-files-per-call", type=int, metavar="N",
+                   help="files handed to an actor at a time (default 4 x --batch-size)")
+    w.add_argument("--ray-num-cpus", type=int, metavar="N", help="with --ray: CPUs of the local cluster "
+                   "(default: all of this machine's)")
+    w.add_argument("--ray-object-store-mb", type=int, metavar="MB", help="with --ray: object store of the local "
+                   "cluster (default: Ray's, 30%% of memory; rows and paths are all that goes through it)")
     o = p.add_argument_group("outputs")
     o.add_argument("--output-csv", metavar="FILE", help=f"results CSV, appended per batch (default: {DEFAULT_CSV})")
     o.add_argument("--output-json", metavar="FILE", help="results JSON (default: the CSV's name with .json)")
@@ -761,24 +686,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if csv_path.exists() and csv_path.stat().st_size > 0 and not (args.resume or args.overwrite):
         return fail(f"{csv_path} exists: add --resume to finish that run, or --overwrite to start again")
 
+    ray = None
+    if args.ray or args.ray_address:
+        from scripts.batch_ray import RayOptions
+
+        ray = RayOptions(address=args.ray_address, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                         cpus_per_actor=args.ray_cpus_per_actor, files_per_call=args.ray_files_per_call,
+                         num_cpus=args.ray_num_cpus, object_store_mb=args.ray_object_store_mb)
     try:
         proc = MLXBatchProcessor(args.model, batch_size=args.batch_size, verbose=args.verbose, dtype=args.dtype,
-                                 pdf_dpi=args.pdf_dpi,
-                                 max_length=args.max_length, num_beams=args.num_beams,
-                                 temperature=args.temperature, do_sample=args.do_sample or None, seed=args.seed)
+                                 pdf_dpi=args.pdf_dpi, workers=args.workers, ray=ray, max_length=args.max_length,
+                                 num_beams=args.num_beams, temperature=args.temperature,
+                                 do_sample=args.do_sample or None, seed=args.seed)
         proc.check_generation()
     except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
         return fail(str(e))
 
-    if args.shard:
-        print(f"shard {shard[0]}/{shard[1]}: {len(paths)} of {total_inputs} files", file=sys.stderr)
-    try:
-        proc.run(paths, output_csv=csv_path, resume=args.resume, text_files=args.text_files,
-                 text_dir=args.text_dir, root=root, show_progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\nAborted. Finished rows are in {csv_path}. To continue:\n  {resume_command(argv, csv_path)}",
-              file=sys.stderr)
-        return 130
+    with proc:
+        if args.shard:
+            print(f"shard {shard[0]}/{shard[1]}: {len(paths)} of {total_inputs} files", file=sys.stderr)
+        if proc.runner is not None:
+            print(f"running on {proc.describe()}", file=sys.stderr)
+        try:
+            proc.run(paths, output_csv=csv_path, resume=args.resume, text_files=args.text_files,
+                     text_dir=args.text_dir, root=root, show_progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print(f"\nAborted. Finished rows are in {csv_path}. To continue:\n  {resume_command(argv, csv_path)}",
+                  file=sys.stderr)
+            return 130
+        except Exception as e:  # noqa: BLE001 - a worker or the cluster failed: say so, keep the rows
+            if proc.runner is None:
+                raise
+            print(f"\nerror: {type(e).__name__}: {e}\nFinished rows are in {csv_path}. To continue:\n  "
+                  f"{resume_command(argv, csv_path)}", file=sys.stderr)
+            return 1
     run = proc.last_run
     if proc.interrupted:
         print(f"\nStopped after {run['new_rows']} new rows; results so far are in {csv_path}.\n"

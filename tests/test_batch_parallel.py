@@ -1,0 +1,171 @@
+"""The batch processor on several worker processes and on a local Ray cluster: the same rows in the same
+order as one process, resume after a kill, unreadable files as failed rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from scripts.mlx_batch_processor import MLXBatchProcessor, format_rows, main
+from test_batch_processor import (BAD, SCRIPT, _data_rows, _many_images, _read, collection, full_run,  # noqa: F401
+                                  mlx_model)
+
+SAME = ("image_name", "image_path", "text", "success", "error")  # what must not depend on how it ran
+
+
+def _same(rows):
+    return [tuple(r[c] for c in SAME) for r in rows]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie that its (dead) parent no longer reaps counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _wait_rows(out: Path, proc: subprocess.Popen, rows: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while _data_rows(out) < rows and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_two_workers_give_the_rows_of_one_process_in_input_order(full_run, mlx_model, collection, tmp_path):
+    whole = _read(full_run[2])
+    out = tmp_path / "w2.csv"
+    assert main(["--directory", str(collection), "--recursive", "--model", str(mlx_model), "--batch-size", "2",
+                 "--workers", "2", "--output-csv", str(out), "--no-progress"]) == 0
+    rows = _read(out)
+    assert _same(rows) == _same(whole)
+    assert sum(r["success"] == "False" for r in rows) == len(BAD)
+    meta = json.loads(out.with_suffix(".json").read_text())["metadata"]
+    assert meta["workers"] == "2 worker processes"
+    assert len({e["pid"] for e in meta["engines"]}) == 2
+    assert meta["generation"]["max_length"] == 64 and meta["model_config"]["dtype"]
+
+
+def test_worker_pool_library_api_and_resume_of_pages(full_run, mlx_model, collection, tmp_path):
+    whole = _read(full_run[2])
+    keep = [r for r in whole if r["image_name"] in ("a.png", "multi.tif[page 2]", "empty.png")]
+    out = tmp_path / "partial.csv"
+    out.write_text(format_rows(keep, header=True))
+    with MLXBatchProcessor(mlx_model, batch_size=3, workers=2) as proc:
+        assert proc.processor is None and len(proc.engines()) == 2
+        new = proc.process_directory(collection, pattern=None, recursive=True, output_csv=out, resume=True,
+                                     show_progress=False)
+        assert len(new) == len(whole) - 3 and "multi.tif[page 2]" not in {r["image_name"] for r in new}
+        assert Counter(_same(_read(out))) == Counter(_same(whole))
+        # the same pool again, in memory: every row, in input order
+        again = proc.process_directory(collection, pattern=None, recursive=True, show_progress=False)
+    assert [(r["image_name"], r["text"]) for r in again] == [(r["image_name"], r["text"]) for r in whole]
+
+
+def test_worker_that_cannot_load_the_model_is_a_clear_error(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        MLXBatchProcessor(missing, workers=2)
+    assert main(["--images", "x.png", "--model", str(missing), "--workers", "2",
+                 "--output-csv", str(tmp_path / "x.csv")]) == 2
+
+
+def test_workers_sigkill_mid_run_then_resume(mlx_model, tmp_path):
+    n = 60
+    images = _many_images(tmp_path / "lines", n)
+    out = tmp_path / "run.csv"
+    cmd = [sys.executable, str(SCRIPT), "--directory", str(tmp_path / "lines"), "--model", str(mlx_model),
+           "--batch-size", "1", "--workers", "2", "--output-csv", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_rows(out, proc, 5)
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must notice and stop
+        proc.wait()
+        deadline = time.time() + 30
+        while not all(_gone(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert workers and all(_gone(w) for w in workers), "worker processes outlived the killed parent"
+    finally:
+        _kill_group(proc)
+    before = _data_rows(out)
+    assert 5 <= before < n, f"kill landed outside the run ({before} rows)"
+    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = _read(out)
+    assert [r["image_path"] for r in rows] == [str(p) for p in images]  # no gaps, no duplicates, in order
+    assert all(r["success"] == "True" for r in rows)
+    assert f"{before} were already done" in res.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ray_local_cluster_kill_and_resume_gives_the_plain_run(mlx_model, collection, tmp_path):
+    """A local Ray cluster (2 CPUs, small object store) over the mixed collection (odd modes, a 3-page TIFF,
+    three unreadable files) plus 40 lines: killed mid-run with all its Ray processes, then --resume on a
+    new cluster. The CSV is then exactly the plain one-process run: same rows, texts and failed rows, in
+    the same order, once each."""
+    pytest.importorskip("ray.data", reason="Ray is not installed (./setup_mlx.sh --ray installs it)")
+    lines = _many_images(tmp_path / "lines", 40)
+    manifest = tmp_path / "lines.txt"
+    manifest.write_text("".join(f"{p}\n" for p in lines))
+    inputs = ["--directory", str(collection), "--recursive", "--manifest", str(manifest), "--model", str(mlx_model),
+              "--batch-size", "2", "--no-progress"]
+    plain = tmp_path / "plain.csv"
+    assert main(inputs + ["--output-csv", str(plain)]) == 0
+    expected = _read(plain)
+
+    out = tmp_path / "ray.csv"
+    cmd = [sys.executable, str(SCRIPT), *inputs, "--ray", "--ray-num-cpus", "2", "--ray-object-store-mb", "100",
+           "--ray-files-per-call", "2", "--output-csv", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_rows(out, proc, 4, timeout=240)
+    finally:
+        _kill_group(proc)  # the driver and the local cluster it started, at once
+    before = _data_rows(out)
+    assert 4 <= before < len(expected), f"kill landed outside the run ({before} rows)"
+    assert _same(_read(out)) == _same(expected[:before])  # written in input order
+
+    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr
+    rows = _read(out)
+    assert _same(rows) == _same(expected)
+    failed = {r["image_name"]: r["error"] for r in rows if r["success"] == "False"}
+    assert set(failed) == set(BAD) and all(reason in failed[name] for name, reason in BAD.items())
+    assert f"{before} were already done" in res.stdout
+    meta = json.loads(out.with_suffix(".json").read_text())["metadata"]
+    assert meta["workers"].startswith("Ray (a local cluster): 2 actors") and meta["total_images"] == len(expected)
