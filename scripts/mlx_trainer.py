@@ -59,6 +59,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
+from scripts.metrics import cer, wer  # imported here: a missing rapidfuzz fails at start, not at the first validation
 from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
 from scripts.weights import check_and_load, mlx_to_hf
 
@@ -543,8 +544,6 @@ class Trainer:
         return MLXTrOCRProcessor(self.model, self.preprocessor, self.text, gen)
 
     def evaluate(self, images: Sequence, texts: Sequence[str], batch_size: int = 64) -> dict:
-        from scripts.metrics import cer, wer
-
         hyps = self.processor().process_batch(list(images), batch_size=batch_size, show_progress=False)
         return {"cer": cer(texts, hyps), "wer": wer(texts, hyps), "n": len(texts), "examples": list(zip(texts, hyps))[:5]}
 
