@@ -5,6 +5,8 @@
     python scripts/mlx_batch_processor.py --directory scans --pattern "*.{jpg,png}" --output-csv out.csv --resume
     python scripts/mlx_batch_processor.py --manifest lines.txt --shard 2/3 --output-csv part2.csv
     python scripts/mlx_batch_processor.py --images a.png b.tif --text-files
+    python scripts/mlx_batch_processor.py --directory scans -r --output-csv out.csv --workers 2
+    python scripts/mlx_batch_processor.py --manifest lines.txt --ray-address HEAD:6379 --output-csv out.csv
 
 Every input becomes rows of the CSV `image_name,image_path,text,success,processing_time,error,timestamp`:
 one row per image, one per page of a multi-page TIFF or a PDF (image_name `scan.pdf[page 2]`, image_path
@@ -13,6 +15,8 @@ that cannot be read. Rows are appended, flushed and fsync'd a batch at a time wi
 finished row; `--resume` skips the inputs already in the CSV (by image_path + page) and drops a trailing
 partial line. The JSON (metadata + results) is written at the end from the CSV, so a resumed run's JSON is
 complete. Images are read and preprocessed in a background thread while the model generates.
+`--workers N` runs N model processes on this machine (scripts/batch_workers.py) and `--ray` an actor pool
+on a Ray cluster (scripts/batch_ray.py); either way rows reach the CSV in input order, as above.
 """
 
 from __future__ import annotations

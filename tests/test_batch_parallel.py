@@ -169,3 +169,28 @@ def test_ray_local_cluster_kill_and_resume_gives_the_plain_run(mlx_model, collec
     assert f"{before} were already done" in res.stdout
     meta = json.loads(out.with_suffix(".json").read_text())["metadata"]
     assert meta["workers"].startswith("Ray (a local cluster): 2 actors") and meta["total_images"] == len(expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# The workers benchmark (dev/bench_workers.py), with tiny settings
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bench_workers_logic_on_a_tiny_random_model(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev"))
+    import bench_workers
+
+    tiny = dict(image_size=(32, 64), patch_size=(16, 16), encoder_hidden=32, encoder_layers=1, encoder_heads=2,
+                encoder_mlp=64, decoder_d_model=32, decoder_layers=1, decoder_heads=2, decoder_ffn=64,
+                max_positions=64)
+    model = bench_workers.random_model_folder(tmp_path / "model", vocab_size=300, **tiny)
+    out = tmp_path / "bench.json"
+    assert bench_workers.main(["--model", str(model), "--lines", "6", "--workers", "1,2", "--batch-size", "2",
+                               "--new-tokens", "4", "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["setting"] for r in doc["results"]] == ["1 worker (plain run)", "2 workers"]
+    assert [r["processes"] for r in doc["results"]] == [1, 2]
+    assert all(r["lines"] == 6 and r["lines_per_s"] > 0 and r["same_texts_as_first"] == 6 for r in doc["results"])
+    assert doc["results"][0]["speedup"] == 1.0 and doc["new_tokens"] == 4
+    assert doc["environment"]["cpu"] and "load_average" in doc["environment"]
+    assert "| 2 workers |" in capsys.readouterr().out
