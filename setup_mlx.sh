@@ -9,6 +9,8 @@
 #                             wordlists-debian.txt (synthetic training lines, the independent evaluation set)
 #   ./setup_mlx.sh --eval     also the peer OCR engines: requirements-eval.txt and apt's tesseract-ocr
 #                             (apt-get installs run as root or through sudo; elsewhere you are told what to install)
+#   ./setup_mlx.sh --vlm      also mlx-vlm for whole-page OCR with ChandraOCR (requirements-vlm.txt;
+#                             ~190 MB download, ~630 MB installed; WHOLE_PAGE_OCR.md)
 #
 # Safe to run again: an existing venv_mlx/ is reused and pip only installs what is missing.
 # Environment: PYTHON=python3.12 picks the interpreter; VENV_DIR=path moves the venv;
@@ -24,6 +26,7 @@ dev=0
 fonts=0
 eval_tools=0
 ray=0
+vlm=0
 for arg in "$@"; do
   case "$arg" in
     --mlx-only) with_torch=0 ;;
@@ -31,7 +34,8 @@ for arg in "$@"; do
     --fonts) fonts=1 ;;
     --eval) eval_tools=1 ;;
     --ray) ray=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --vlm) vlm=1 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +91,18 @@ elif [ "$ray" = 1 ]; then
   say "installing Ray (requirements-ray.txt)"
   "${pip[@]}" -r requirements-ray.txt
 fi
+if [ "$vlm" = 1 ]; then
+  [ "$with_torch" = 1 ] || die "--vlm needs transformers (mlx-vlm requires it): drop --mlx-only"
+  say "installing mlx-vlm for whole-page OCR (requirements-vlm.txt)"
+  "${pip[@]}" -r requirements-vlm.txt
+  # mlx-vlm requires opencv-python, which writes its GUI build over the cv2/ files of our
+  # opencv-python-headless (same module, same version). Put the headless files back: the GUI build
+  # needs libGL and friends that servers often lack. Both stay installed, so pip sees no missing need.
+  headless="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("opencv-python-headless"))')"
+  "${pip[@]}" --force-reinstall --no-deps "opencv-python-headless==$headless"
+  "$venv/bin/python" -c 'import re, cv2, mlx_vlm; assert re.search(r"GUI:\s+NONE", cv2.getBuildInformation())' \
+    || die "after mlx-vlm, cv2 is not the headless build or mlx_vlm does not import"
+fi
 
 # System packages (fonts, tesseract): apt-get as root or via sudo; anywhere else, say what is needed.
 apt_install() {
@@ -141,5 +157,10 @@ try:
     print(f"[setup] torch {torch.__version__} (cuda: {torch.cuda.is_available()}), transformers {transformers.__version__}")
 except ImportError:
     print("[setup] torch/transformers not installed (--mlx-only)")
+try:
+    import mlx_vlm
+    print(f"[setup] mlx-vlm {mlx_vlm.__version__} (whole-page OCR: scripts/ocr_batch.py)")
+except ImportError:
+    pass
 PY
 say "done. Activate with: source $venv/bin/activate"

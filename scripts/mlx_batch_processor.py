@@ -565,8 +565,8 @@ def _text_file_names(paths: Sequence[Path], text_dir, root) -> dict[str, Path]:
     return out
 
 
-def _write_text(base: Path, page: Optional[int], text: str) -> None:
-    atomic.write_text(base.with_name(base.name + ("" if page is None else f"_page{page}") + "_ocr.txt"), text + "\n")
+def _write_text(base: Path, page: Optional[int], text: str, suffix: str = "_ocr.txt") -> None:
+    atomic.write_text(base.with_name(base.name + ("" if page is None else f"_page{page}") + suffix), text + "\n")
 
 
 # --------------------------------------------------------------------------------------------------
