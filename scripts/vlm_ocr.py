@@ -126,11 +126,11 @@ def resolve_model(model: str) -> Path:
 def load_vlm(model: str = DEFAULT_MODEL) -> VLM:
     """Load an mlx-vlm model folder or hub id (Qwen3-VL: Chandra; Qwen3.5: Chandra OCR 2; any model
     mlx-vlm supports)."""
+    path = resolve_model(model)
     try:
         import mlx_vlm
     except ImportError:
         raise ModelUnavailable(INSTALL_HINT) from None
-    path = resolve_model(model)
     m, processor = mlx_vlm.load(str(path))
     return VLM(m, processor, path)
 

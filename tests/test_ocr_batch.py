@@ -246,6 +246,19 @@ def test_missing_model_says_how_to_get_it(tmp_path, capsys):
     assert "no such model folder" in capsys.readouterr().err
 
 
+@needs_vlm
+def test_cv2_stays_the_headless_build_next_to_mlx_vlm():
+    """mlx-vlm requires opencv-python, whose GUI build overwrites opencv-python-headless's cv2/ files;
+    ./setup_mlx.sh --vlm restores the headless ones (the GUI build needs libGL, absent on servers)."""
+    import re
+
+    import cv2
+    import numpy as np
+
+    assert re.search(r"GUI:\s+NONE", cv2.getBuildInformation()), "cv2 is the GUI build: rerun ./setup_mlx.sh --vlm"
+    assert cv2.cvtColor(np.zeros((4, 6, 3), np.uint8), cv2.COLOR_BGR2GRAY).shape == (4, 6)
+
+
 def test_help_works_without_mlx_vlm():
     res = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "--images-dir" in res.stdout and "--resume" in res.stdout

@@ -43,6 +43,6 @@ def test_importing_an_mlx_program_does_not_restart_the_process():
 
 def test_setup_script_help_and_bad_option():
     out = subprocess.run(["bash", str(ROOT / "setup_mlx.sh"), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--mlx-only" in out.stdout and "--fonts" in out.stdout
+    assert out.returncode == 0 and "--mlx-only" in out.stdout and "--fonts" in out.stdout and "--vlm" in out.stdout
     bad = subprocess.run(["bash", str(ROOT / "setup_mlx.sh"), "--nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option '--nope'" in bad.stderr
