@@ -7,9 +7,10 @@
 
 Every page becomes one row of `image_path,status,ocr_text`: status `ok`, `error:empty` (the model wrote
 nothing), `error:truncated (...)` (it hit --max-tokens; the partial text is kept) or `error:<reason>`
-(an unreadable file names its problem; it does not stop the run). A multi-page TIFF gives one row per
-page (`scan.tif[page 2]`). Each page's HTML also goes to `<name>_ocr.txt` (and `<name>_ocr.md` with
---markdown) in `<csv name>_ocr/` beside the CSV, mirroring the input folders. Pages are resized once
+(an unreadable file names its problem; it does not stop the run). A multi-page TIFF or a PDF gives one
+row per page (`scan.tif[page 2]`; PDF pages rendered at --pdf-dpi). Each page's HTML also goes to
+`<name>_ocr.txt` (and `<name>_ocr.md` with --markdown) in `<csv name>_ocr/` beside the CSV, mirroring the
+input folders. Pages are resized once
 (longest side --max-size, snapped to the model's patch grid) and batched with pages of the same size, so
 no batch needs padding. Rows are appended and fsync'd a batch at a time: a kill loses at most the batch
 in flight, and --resume continues with exactly the pages not yet in the CSV.
@@ -31,6 +32,7 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
+from scripts.image_io import PDF_DPI
 from scripts.vlm_ocr import (CHANDRA_OCR_PROMPT, DEFAULT_MODEL, SUPPORTED, ModelUnavailable, find_inputs,
                              run_ocr_batch)
 
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize the longest side to PX before the model (default 1024; 0: keep the size)")
     p.add_argument("--prompt", default=CHANDRA_OCR_PROMPT,
                    help="instruction given with every page (default: Chandra's OCR-to-HTML prompt)")
+    p.add_argument("--pdf-dpi", type=float, default=PDF_DPI, metavar="DPI",
+                   help=f"PDF pages are rendered at this resolution, then sized by --max-size (default {PDF_DPI:g})")
     p.add_argument("--resume", action="store_true", help="continue the CSV: skip pages already in it")
     p.add_argument("--markdown", action="store_true", help="also write <name>_ocr.md (markdownify of the HTML)")
     p.add_argument("--text-dir", metavar="D", help="where the _ocr.txt files go (default: <csv name>_ocr/ beside the CSV)")
@@ -79,7 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = run_ocr_batch(
             inputs, args.output, model=args.model, root=root, batch_size=args.batch_size,
             max_tokens=args.max_tokens, max_size=args.max_size, prompt=args.prompt, resume=args.resume,
-            verbose=args.verbose, markdown=args.markdown, text_dir=args.text_dir, progress=not args.no_progress)
+            verbose=args.verbose, markdown=args.markdown, text_dir=args.text_dir, pdf_dpi=args.pdf_dpi,
+            progress=not args.no_progress)
     except (ModelUnavailable, FileExistsError, ValueError) as e:
         print(f"ocr_batch: {e}", file=sys.stderr)
         return 2

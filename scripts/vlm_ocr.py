@@ -33,8 +33,10 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from PIL import Image
 
-from scripts.image_io import IMAGE_EXTENSIONS
-from scripts.mlx_batch_processor import Item, _complete_prefix, _text_file_names, _write_text, iter_file_pages
+from scripts.batch_engine import Item, check_pdf_dpi, iter_file_pages
+from scripts.image_io import IMAGE_EXTENSIONS, PDF_DPI
+from scripts.image_io import count_pages as _file_pages
+from scripts.mlx_batch_processor import _complete_prefix, _text_file_names, _write_text
 
 # The MLX copy of datalab-to/chandra that the issue names; see WHOLE_PAGE_OCR.md for making your own.
 DEFAULT_MODEL = "mlx-community/chandra-bf16"
@@ -303,18 +305,14 @@ class ResultsCSV:
             self.fd = None
 
 
-def count_pages(paths: Sequence[Path]) -> int:
-    """Pages in the inputs (multi-page TIFF/WebP counted from their headers), for the progress bar."""
+def count_pages(paths: Sequence[Path], pdf_dpi: float = PDF_DPI) -> int:
+    """Pages in the inputs (multi-page TIFF/WebP/PDF counted from their headers), for the progress bar."""
     total = 0
     for p in paths:
-        n = 1
-        if str(p).lower().endswith((".tif", ".tiff", ".webp")):
-            try:
-                with Image.open(p) as img:
-                    n = int(getattr(img, "n_frames", 1) or 1)
-            except Exception:  # noqa: BLE001 - unreadable: one error row
-                n = 1
-        total += n
+        try:
+            total += _file_pages(p, pdf_dpi)
+        except Exception:  # noqa: BLE001 - unreadable: one error row
+            total += 1
     return total
 
 
@@ -371,10 +369,11 @@ def _markdown_converter():
 def run_ocr_batch(inputs: Sequence[Path], output_csv, *, model: str = DEFAULT_MODEL, vlm: Optional[VLM] = None,
                   root=None, batch_size: int = 8, max_tokens: int = 8192, max_size: int = 1024,
                   prompt: str = CHANDRA_OCR_PROMPT, resume: bool = False, verbose: bool = False,
-                  markdown: bool = False, text_dir=None, progress: bool = True) -> dict:
+                  markdown: bool = False, text_dir=None, pdf_dpi: float = PDF_DPI, progress: bool = True) -> dict:
     """OCR every page of `inputs` into `output_csv` (image_path,status,ocr_text) and one
     `<name>_ocr.txt` per page (plus `_ocr.md` with `markdown`) under `text_dir` (default: a folder
-    `<csv name>_ocr/` beside the CSV, mirroring the inputs' folders below `root`).
+    `<csv name>_ocr/` beside the CSV, mirroring the inputs' folders below `root`). PDF pages are
+    rendered at `pdf_dpi`.
 
     Rows are appended and fsync'd a batch at a time, after that batch's text files; a kill loses at most
     the batch in flight, and `resume` skips every page already in the CSV. Returns a summary dict."""
@@ -382,6 +381,7 @@ def run_ocr_batch(inputs: Sequence[Path], output_csv, *, model: str = DEFAULT_MO
 
     if batch_size < 1 or max_tokens < 1 or max_size < 0:
         raise ValueError("batch_size and max_tokens must be >= 1, max_size >= 0")
+    pdf_dpi = check_pdf_dpi(pdf_dpi)
     if markdown and importlib.util.find_spec("markdownify") is None:
         raise ValueError(MARKDOWN_HINT)
     output_csv = Path(output_csv)
@@ -398,11 +398,12 @@ def run_ocr_batch(inputs: Sequence[Path], output_csv, *, model: str = DEFAULT_MO
 
         def items() -> Iterator[Item]:
             for path in inputs:
-                yield from iter_file_pages(path, done, lambda frames: [prepare_page(f, max_size, grid) for f in frames])
+                yield from iter_file_pages(path, done, lambda frames: [prepare_page(f, max_size, grid) for f in frames],
+                                           pdf_dpi)
 
         counts = {"ok": 0, "error": 0, "truncated": 0}
         failures: list[str] = []
-        total = max(0, count_pages(inputs) - skipped)
+        total = max(0, count_pages(inputs, pdf_dpi) - skipped)
         t_start = time.perf_counter()
         bar = tqdm(total=total, unit="page", desc="OCR", disable=not progress, dynamic_ncols=True)
         for batch in batches_by_shape(items(), batch_size):

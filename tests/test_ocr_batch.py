@@ -204,6 +204,7 @@ def test_bad_files_are_error_rows_and_every_page_a_row(ref, tmp_path):
     F.page_image(300, 400, 4).save(folder / "web.webp")
     pages = _pages([(300, 400), (400, 300), (300, 400)], seed0=5)
     pages[0].save(folder / "multi.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(folder / "doc.pdf", save_all=True, append_images=pages[1:2], resolution=100)
     good = (folder / "good.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (folder / "empty.png").write_bytes(b"")
@@ -217,11 +218,12 @@ def test_bad_files_are_error_rows_and_every_page_a_row(ref, tmp_path):
     assert header == ["image_path", "status", "ocr_text"]
     rows = {Path(r["image_path"]).name: r for r in _rows(out)}
     assert set(rows) == {"good.png", "photo.jpeg", "scan.bmp", "web.webp", "multi.tif[page 1]",
-                         "multi.tif[page 2]", "multi.tif[page 3]", "truncated.png", "empty.png", "notes.jpg"}
+                         "multi.tif[page 2]", "multi.tif[page 3]", "doc.pdf[page 1]", "doc.pdf[page 2]",
+                         "truncated.png", "empty.png", "notes.jpg"}
     assert rows["empty.png"]["status"] == "error:empty file (0 bytes)"
     assert rows["notes.jpg"]["status"] == "error:not an image (unrecognised format)"
     assert rows["truncated.png"]["status"].startswith("error:corrupt or truncated image data")
-    for name in ("good.png", "photo.jpeg", "scan.bmp", "web.webp", "multi.tif[page 2]"):
+    for name in ("good.png", "photo.jpeg", "scan.bmp", "web.webp", "multi.tif[page 2]", "doc.pdf[page 2]"):
         assert rows[name]["status"].startswith("error:truncated (hit --max-tokens 6"), rows[name]
         assert rows[name]["ocr_text"]
     texts = out.with_name("r_ocr")
