@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per page (default 128)")
     p.add_argument("--size", type=int, default=1024, help="page height in px; width 3/4 of it (default 1024)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported")
+    p.add_argument("--repeats", type=int, default=2, help="timed passes; the median is reported (default 2)")
     p.add_argument("--archs", nargs="+", default=["qwen3_vl", "qwen3_5"])
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
