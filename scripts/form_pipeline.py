@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 from PIL import Image
 
+from scripts import alignment as registration
 from scripts import atomic, forms
 from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, count_pages, is_image_path,
                               load_image)
@@ -52,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per-region fields of results.json / results.csv (the CSV writes bbox as "[x, y, w, h]").
 REGION_FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence",
-                 "base_confidence", "finetuned_confidence", "crop"]
+                 "base_confidence", "finetuned_confidence", "off_page", "visible_fraction", "crop"]
 COMBINED_FIELDS = ["scan", "page", "status", "error", "output_dir", "alignment_method",
                    "alignment_score"] + REGION_FIELDS
 
@@ -65,6 +66,8 @@ OUTPUT_FILES = {
     "regions": "regions",
 }
 COMBINED_CSV = "combined_results.csv"
+# A region whose box has less than this part on the scanned page is marked off_page.
+OFF_PAGE_BELOW = 0.999
 SUMMARY_JSON = "summary.json"
 
 
@@ -180,42 +183,40 @@ def load_template(path) -> Template:
     return Template(str(path), regions, load_image(path, mode="RGB").size)
 
 
-def transform_summary(matrix: np.ndarray) -> dict:
-    """A template->scan matrix in words: rotation (degrees), scale and shift (scan pixels)."""
-    a = matrix[:2, :2] / matrix[2, 2]
-    return {
-        "rotation_deg": round(math.degrees(math.atan2(a[1, 0], a[0, 0])), 4),
-        "scale_x": round(float(np.linalg.norm(a[:, 0])), 5),
-        "scale_y": round(float(np.linalg.norm(a[:, 1])), 5),
-        "shift_px": [round(float(matrix[0, 2] / matrix[2, 2]), 2), round(float(matrix[1, 2] / matrix[2, 2]), 2)],
-    }
-
-
 def align_scan(scan: Image.Image, template: Template, config: FormOCRConfig, name: str) -> Tuple[Image.Image, dict]:
-    """(page in the template frame, alignment record for results.json)."""
+    """(page in the template frame, alignment record for results.json). A page that fails the checks
+    is warned about (naming the scan and why) and recorded with "ok": false and its reasons; with
+    `strict_align` it raises AlignmentError instead."""
     if not config.align:
         tw, th = template.size
         matrix = np.diag([scan.width / tw, scan.height / th, 1.0])
         page = scan if scan.size == template.size else scan.resize(template.size, Image.BILINEAR)
         return page, {"enabled": False, "method": "none", "score": None, "ok": True,
-                      "message": "alignment off: the scan was only resized to the template",
-                      "matrix": matrix.round(6).tolist(), **transform_summary(matrix)}
+                      "message": "alignment off: the scan was only resized to the template", "reasons": [],
+                      "matrix": matrix.round(6).tolist(), **registration.transform_summary(matrix)}
     anonymous = forms.describe(scan)  # "<Image>": messages should name the scan file instead
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            alignment = forms.align_page(scan, template.path, reference=config.reference, strict=config.strict_align)
-        except forms.AlignmentError as e:
-            raise forms.AlignmentError(str(e).replace(anonymous, name)) from None
+            alignment = registration.align_page(scan, template.path, reference=config.reference,
+                                                 strict=config.strict_align)
+        except registration.AlignmentError as e:
+            raise registration.AlignmentError(str(e).replace(anonymous, name)) from None
     for w in caught:
         warnings.warn(str(w.message).replace(anonymous, name), w.category, stacklevel=2)
     message = alignment.message.replace(anonymous, name)
     score = alignment.score if math.isfinite(alignment.score) else None
     return alignment.aligned, {"enabled": True, "method": alignment.method,
                                "score": None if score is None else round(float(score), 4),
-                               "ok": bool(alignment.ok), "message": message,
+                               "ok": bool(alignment.ok), "message": message, "reasons": list(alignment.reasons),
+                               "checks": alignment.checks,
                                "matrix": np.asarray(alignment.matrix).round(6).tolist(),
-                               **transform_summary(np.asarray(alignment.matrix))}
+                               **registration.transform_summary(np.asarray(alignment.matrix))}
+
+
+def visible_fractions(regions: Sequence[forms.Region], matrix, scan_size) -> List[float]:
+    """Per region, the part of its box that lies on the scanned page (1.0: all of it)."""
+    return [registration.visible_fraction(np.asarray(matrix), region.bbox, scan_size) for region in regions]
 
 
 def load_scan(path, config: FormOCRConfig, page: Optional[int] = None) -> Image.Image:
@@ -254,6 +255,9 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
     timings["align_s"] = time.perf_counter() - t0
 
     regions = template.regions
+    # A box the scanner cut off is cropped from blank paper where the page is missing: marked, not
+    # passed off as a full reading.
+    visible = visible_fractions(regions, alignment["matrix"], scan.size)
     crops = forms.crop_regions(page_img, regions, inner=config.inner_crop, trim=config.trim_crops)
     models = [("base", engines.base)] + ([("finetuned", engines.finetuned)] if engines.finetuned else [])
     results: Dict[str, List[Tuple[str, float]]] = {}
@@ -289,6 +293,8 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
             "confidence": round(conf, 6),
             "base_confidence": round(base_conf, 6),
             "finetuned_confidence": None if ft_conf is None else round(ft_conf, 6),
+            "off_page": visible[i] < OFF_PAGE_BELOW,
+            "visible_fraction": round(visible[i], 4),
             "crop": f"{OUTPUT_FILES['regions']}/{forms.region_filename(region)}",
         })
 
@@ -307,6 +313,7 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
         "settings": config.settings(),
         "timings": {},
         "num_regions": len(rows),
+        "off_page_regions": [row["region"] for row in rows if row["off_page"]],
         "regions": rows,
     }
     if config.ground_truth:
@@ -433,8 +440,10 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
     Each page gets `output_dir/<scan stem>/` (a page of a multi-page file `<scan stem>_p<N>/`) with the
     single-scan outputs; `combined_results.csv` has every region of every page (and one row per failed
     scan or page) and `summary.json` lists the pages. A scan or page that cannot be read or aligned
-    (with strict alignment) is recorded as failed; the others go on. Returns {"scans": [...], "ok": n,
-    "failed": n, "combined_csv": path, ...}, one entry in "scans" per page.
+    (with strict alignment) is recorded as failed; the others go on. A page whose alignment fails its
+    checks without strict alignment is read and recorded as "unaligned" with the reasons. Returns
+    {"scans": [...], "ok": n, "unaligned": n, "failed": n, "combined_csv": path, ...}, one entry in
+    "scans" per page.
     """
     template = load_template(config.template)
     source = Path(config.image)
@@ -483,8 +492,9 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
                     common = {"scan": str(scan), "page": page, "status": status, "error": al["message"] or None,
                               "output_dir": str(scan_dir), "alignment_method": al["method"],
                               "alignment_score": al["score"]}
-                    entries.append({**common, "num_regions": record["num_regions"],
-                                    "total_s": record["timings"]["total_s"]})
+                    entries.append({**common, "alignment_reasons": al["reasons"],
+                                    "off_page_regions": record["off_page_regions"],
+                                    "num_regions": record["num_regions"], "total_s": record["timings"]["total_s"]})
                     for row in record["regions"]:
                         writer.writerow(_csv_row({**common, **row}))
                 f.flush()
@@ -502,7 +512,8 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
         "models": {"base": engines.base.describe(),
                    "finetuned": engines.finetuned.describe() if engines.finetuned else None},
         "settings": config.settings(),
-        "ok": sum(e["status"] != "failed" for e in entries),
+        "ok": sum(e["status"] == "ok" for e in entries),
+        "unaligned": sum(e["status"] == "unaligned" for e in entries),  # read, but alignment failed its checks
         "failed": sum(e["status"] == "failed" for e in entries),
         "total_s": round(time.perf_counter() - t_start + engines.load_s, 3),
         "scans": entries,
@@ -573,11 +584,14 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
                       help="register the scan to the template before cropping; --no-align only resizes it "
                            "to the template's size (default: %(default)s)")
     page.add_argument("--strict-align", action=argparse.BooleanOptionalAction, default=d.strict_align,
-                      help="a scan that cannot be registered is an error; otherwise a warning and the "
-                           "unaligned (resized) page is used (default: %(default)s)")
+                      help="a page whose alignment fails its checks (a plausible scanner displacement; the "
+                           "boxes found where the transform puts them) is an error, in directory mode a "
+                           "failed page; otherwise a warning, and its results say \"ok\": false and why "
+                           "(default: %(default)s)")
     page.add_argument("--reference", default=d.reference,
-                      help="a clean scan of the blank form in the template's frame, registered against "
-                           "instead of the red outlines (default: %(default)s)")
+                      help="a clean scan of the blank form in the template's frame, registered against (ORB "
+                           "features) when the page's boxes cannot be verified, e.g. red boxes that a "
+                           "binarized scan lost (default: %(default)s)")
     page.add_argument("--outline-crop", dest="inner_crop", action="store_false", default=d.inner_crop,
                       help="crop each region at its outer outline (line included) instead of inside it")
     parser.add_argument("--ground-truth", default=d.ground_truth,
@@ -633,7 +647,11 @@ def print_summary(record: dict, stream=None) -> None:
     print(f"template  {record['template']} ({record['num_regions']} regions)", file=stream)
     print(f"alignment {al['method']} (score {score}, rotation {al['rotation_deg']:.2f} deg, "
           f"scale {al['scale_x']:.3f}, shift {al['shift_px'][0]:.1f},{al['shift_px'][1]:.1f} px)"
-          + ("" if al["ok"] else f"  WARNING: {al['message']}"), file=stream)
+          + ("" if al["ok"] else f"  WARNING: NOT ALIGNED, crops are not trustworthy: "
+                                 f"{'; '.join(al.get('reasons') or [al['message']])}"), file=stream)
+    if record.get("off_page_regions"):
+        print(f"WARNING   regions {', '.join(map(str, record['off_page_regions']))} are partly off the scanned "
+              f"page: their crops are cut (marked off_page in the results)", file=stream)
     models = record["models"]
     print(f"models    base: {models['base'].get('model')}"
           + (f"; finetuned: {models['finetuned'].get('model')}" if models["finetuned"] else ""), file=stream)
@@ -642,7 +660,8 @@ def print_summary(record: dict, stream=None) -> None:
         shown = forms.printable_text  # texts as the model gave them, control characters escaped
         extra = (f"   (base: {shown(r['base_text'])})" if r["finetuned_text"] is not None
                  and r["base_text"] != r["text"] else "")
-        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {shown(r['text'])}{extra}", file=stream)
+        cut = f"   [partly off the page: {r['visible_fraction']:.0%} on it]" if r.get("off_page") else ""
+        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {shown(r['text'])}{extra}{cut}", file=stream)
     if "accuracy" in record:
         a = record["accuracy"]
         print(f"accuracy  {a['exact']}/{a['fields']} fields exactly right, CER {a['cer']:.1%} "
@@ -657,21 +676,26 @@ def print_summary(record: dict, stream=None) -> None:
 
 def print_directory_summary(summary: dict, stream=None) -> None:
     stream = stream or sys.stdout
-    print(f"\n{len(summary['scans'])} pages against {summary['template']}: {summary['ok']} done, "
-          f"{summary['failed']} failed ({summary['total_s']:.1f}s)", file=stream)
+    unaligned = summary.get("unaligned", 0)
+    print(f"\n{len(summary['scans'])} pages against {summary['template']}: {summary['ok'] + unaligned} done"
+          + (f" ({unaligned} NOT aligned)" if unaligned else "")
+          + f", {summary['failed']} failed ({summary['total_s']:.1f}s)", file=stream)
     for e in summary["scans"]:
         name = e["scan"] + (f" (page {e['page']})" if e.get("page") is not None else "")
         if e["status"] == "failed":
             error = e["error"] if e["error"].startswith(e["scan"]) else f"{name}: {e['error']}"
             print(f"  FAILED   {error}", file=stream)
+        elif e["status"] == "unaligned":
+            print(f"  NOT ALIGNED {name} -> {e['output_dir']}: {'; '.join(e['alignment_reasons'])}", file=stream)
         else:
-            note = "" if e["status"] == "ok" else "  (not aligned: see its results.json)"
-            print(f"  {e['status']:<8} {name} -> {e['output_dir']}{note}", file=stream)
+            cut = f"  (regions {', '.join(map(str, e['off_page_regions']))} partly off the page)" \
+                if e.get("off_page_regions") else ""
+            print(f"  {e['status']:<8} {name} -> {e['output_dir']}{cut}", file=stream)
     print(f"combined  {summary['combined_csv']}", file=stream)
 
 
 # Errors that mean "bad input or setup" (exit status 2), reported in one line without a traceback.
-USER_ERRORS = (FileNotFoundError, ImageReadError, forms.TemplateError, forms.AlignmentError, ValueError, RuntimeError)
+USER_ERRORS = (FileNotFoundError, ImageReadError, forms.TemplateError, registration.AlignmentError, ValueError, RuntimeError)
 
 
 def run_cli(argv: Optional[Sequence[str]], defaults: FormOCRConfig, engine_factory: EngineFactory,

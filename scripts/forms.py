@@ -1,10 +1,11 @@
-"""Form templates: find the red field boxes, register a scan to the template, crop and draw.
+"""Form templates: find the red field boxes, crop and draw. Registration is in alignment.py.
 
 The one forms module both OCR handlers use. Coordinates are always template pixels: a scan is
-warped into the template frame first, so a region's bbox means the same thing on every page.
+warped into the template frame first (alignment.align_page), so a region's bbox means the same
+thing on every page.
 
     regions = find_regions("examples/template.png")
-    alignment = align_page(scan, "examples/template.png")
+    alignment = align_page(scan, "examples/template.png")      # from alignment
     crops = crop_regions(alignment.aligned, regions)
 """
 
@@ -14,7 +15,6 @@ import functools
 import math
 import os
 import unicodedata
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -34,10 +34,6 @@ Box = Tuple[int, int, int, int]  # x, y, w, h in template pixels
 
 class TemplateError(ValueError):
     """A template from which no usable field boxes can be read. The message names the file."""
-
-
-class AlignmentError(RuntimeError):
-    """A scan that could not be registered to its template. The message names the scan."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,246 +175,6 @@ def structure_image(template: ImageLike, config: RegionConfig = RegionConfig()) 
     """
     rgb = np.asarray(load_image(template, mode="RGB"))
     return Image.fromarray(255 - red_mask(rgb, config))
-
-
-# --------------------------------------------------------------------------------------------
-# Alignment
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AlignConfig:
-    motion: str = "affine"  # "affine" or "homography" (ECC motion model)
-    levels: int = 4  # pyramid levels, coarse to fine, halving each time
-    blur_sigma: float = 2.0  # of the full-resolution images; spreads thin lines so ECC has slope
-    iterations: int = 100
-    epsilon: float = 1e-5
-    # Pixels around the outlines' bounding box that registration against the outlines looks at.
-    roi_margin: int = 40
-    # Below this ECC correlation (0-1) the registration is not trusted.
-    min_score: float = 0.3
-    # Sanity limits on the found transform: scanners do not rotate or rescale a page wildly.
-    max_rotation_deg: float = 10.0
-    max_scale_change: float = 0.25
-    # Starting guesses tried at the coarsest level (rotation in degrees, scale), best one refined.
-    start_angles: Tuple[float, ...] = (-2.0, 0.0, 2.0)
-    start_scales: Tuple[float, ...] = (0.95, 1.0, 1.05)
-    # Registration methods tried in order: "ecc" (intensity, works on outlines alone) and "orb"
-    # (features + RANSAC homography, needs a textured reference such as a blank form scan).
-    methods: Tuple[str, ...] = ("ecc", "orb")
-    orb_features: int = 4000
-
-
-@dataclass
-class Alignment:
-    """A scan registered to a template. `matrix` (3x3) maps template pixels to scan pixels."""
-
-    matrix: np.ndarray
-    method: str  # "ecc-affine", "ecc-homography", "orb-homography" or "identity"
-    score: float  # ECC correlation coefficient of template vs aligned scan (nan if not measured)
-    aligned: Image.Image  # the scan warped into the template frame, L mode, template size
-    ok: bool = True  # False when registration failed and the identity fallback was used
-    message: str = ""
-
-    def template_to_scan(self, points: np.ndarray) -> np.ndarray:
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
-        return cv2.perspectiveTransform(pts, self.matrix).reshape(-1, 2)
-
-    def scan_to_template(self, points: np.ndarray) -> np.ndarray:
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
-        return cv2.perspectiveTransform(pts, np.linalg.inv(self.matrix)).reshape(-1, 2)
-
-
-def _as_float(gray: np.ndarray, sigma: float) -> np.ndarray:
-    img = gray.astype(np.float32) / 255.0
-    return cv2.GaussianBlur(img, (0, 0), sigma) if sigma > 0 else img
-
-
-def _rescale(matrix: np.ndarray, factor: float) -> np.ndarray:
-    """A template->scan matrix at full resolution -> the same map on images scaled by `factor`."""
-    s = np.diag([factor, factor, 1.0])
-    return s @ matrix @ np.linalg.inv(s)
-
-
-def ecc_score(reference: np.ndarray, scan: np.ndarray, matrix: np.ndarray, sigma: float) -> float:
-    """Correlation of the reference with the scan warped by `matrix` (both blurred by `sigma`)."""
-    h, w = reference.shape
-    warped = cv2.warpPerspective(scan, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderValue=255)
-    a = _as_float(reference, sigma).ravel()
-    b = _as_float(warped, sigma).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b / denom) if denom > 0 else 0.0
-
-
-def _ecc_level(ref: np.ndarray, scan: np.ndarray, matrix: np.ndarray, factor: float,
-               config: AlignConfig, translation_first: bool) -> Tuple[float, np.ndarray]:
-    """One pyramid level of ECC: both images scaled by `factor`, seeded by the full-resolution
-    `matrix`; returns (correlation, refined full-resolution matrix)."""
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, config.iterations, config.epsilon)
-    ref = cv2.resize(ref, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    img = cv2.resize(scan, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    # The same blur in each level's own pixels: wide at the coarse levels (a capture range of about
-    # a row of boxes), fine at full resolution (accuracy).
-    ref_f, img_f = _as_float(ref, config.blur_sigma), _as_float(img, config.blur_sigma)
-    warp = _rescale(matrix, factor).astype(np.float32)
-    if translation_first:
-        _, t = cv2.findTransformECC(ref_f, img_f, warp[:2].copy(), cv2.MOTION_TRANSLATION, criteria, None, 1)
-        warp[:2] = t
-    if config.motion == "homography":
-        score, warp = cv2.findTransformECC(ref_f, img_f, warp, cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
-    else:
-        score, affine = cv2.findTransformECC(ref_f, img_f, warp[:2].copy(), cv2.MOTION_AFFINE, criteria, None, 1)
-        warp = np.vstack([affine, [0, 0, 1]])
-    return score, _rescale(warp.astype(np.float64), 1.0 / factor)
-
-
-def _ecc(reference: np.ndarray, scan: np.ndarray, init: np.ndarray, config: AlignConfig) -> np.ndarray:
-    """Coarse-to-fine ECC. Rows of similar boxes give ECC false optima one row off, so several
-    starting rotations and scales each run through the two coarsest levels (cheap); the one that
-    correlates best there (at the coarsest level all blur into blobs and score alike) is refined
-    through the finer levels."""
-    h, w = reference.shape
-    levels = list(reversed(range(config.levels)))  # e.g. [3, 2, 1, 0]: factor 1/8 ... 1
-    coarse, fine = levels[:2], levels[2:]
-    best, errors = None, []
-    for angle in config.start_angles:
-        for scale in config.start_scales:
-            matrix = init @ similarity_matrix(angle, scale, center=(w / 2, h / 2))
-            try:
-                for level in coarse:
-                    score, matrix = _ecc_level(reference, scan, matrix, 0.5 ** level, config,
-                                               translation_first=level == levels[0])
-            except cv2.error as e:
-                errors.append(e)
-                continue
-            if best is None or score > best[0]:
-                best = (score, matrix)
-    if best is None:
-        raise errors[-1]
-    matrix = best[1]
-    for level in fine:
-        _, matrix = _ecc_level(reference, scan, matrix, 0.5 ** level, config, translation_first=False)
-    return matrix
-
-
-def _orb(reference: np.ndarray, scan: np.ndarray, config: AlignConfig) -> np.ndarray:
-    """Feature-based homography (ORB + RANSAC): needs a textured reference, e.g. a blank form scan."""
-    orb = cv2.ORB_create(config.orb_features)
-    kp_r, des_r = orb.detectAndCompute(reference, None)
-    kp_s, des_s = orb.detectAndCompute(scan, None)
-    if des_r is None or des_s is None or len(kp_r) < 8 or len(kp_s) < 8:
-        raise cv2.error("too few ORB features")
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    pairs = matcher.knnMatch(des_r, des_s, k=2)
-    good = [m for m, *rest in pairs if rest and m.distance < 0.75 * rest[0].distance]
-    if len(good) < 8:
-        raise cv2.error(f"only {len(good)} distinctive ORB matches")
-    src = np.float32([kp_r[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
-    dst = np.float32([kp_s[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
-    if matrix is None or int(inliers.sum()) < 8:
-        raise cv2.error("RANSAC found no consistent homography")
-    return matrix
-
-
-def _cv_reason(error: cv2.error) -> str:
-    """The readable part of an OpenCV error ("Iterations do not converge" rather than a path)."""
-    text = str(error).strip()
-    if "error: (" in text:
-        text = text.split("error: (", 1)[1].split(")", 1)[-1].strip()
-    return text.split(".")[0] or "OpenCV error"
-
-
-def _plausible(matrix: np.ndarray, init: np.ndarray, config: AlignConfig) -> Optional[str]:
-    """Why a found transform is not a plausible scan of the page, or None if it is."""
-    rel = np.linalg.inv(init) @ matrix  # what registration added to the size-matching guess
-    a = rel[:2, :2] / rel[2, 2]
-    sx, sy = np.linalg.norm(a[:, 0]), np.linalg.norm(a[:, 1])
-    angle = math.degrees(math.atan2(a[1, 0], a[0, 0]))
-    if abs(angle) > config.max_rotation_deg:
-        return f"rotation {angle:.1f} deg exceeds {config.max_rotation_deg} deg"
-    if max(abs(sx - 1), abs(sy - 1)) > config.max_scale_change:
-        return f"scale {sx:.2f}x{sy:.2f} is implausible"
-    if np.linalg.norm(rel[2, :2]) > 1e-3:
-        return "perspective distortion is implausible for a scan"
-    return None
-
-
-def align_page(scan: ImageLike, template: ImageLike, reference: Optional[ImageLike] = None,
-               config: AlignConfig = AlignConfig(), strict: bool = False,
-               region_config: RegionConfig = RegionConfig()) -> Alignment:
-    """Register a (binarized or gray) scan to a template and warp it into the template frame.
-
-    Registration works on structure, not colour: the scan is matched against `reference` (an image
-    in the template frame, ideally a clean scan of a blank form) or, by default, against the
-    template's outlines drawn black (`structure_image`). ECC runs first; ORB+RANSAC is the
-    fallback. When both fail, `strict=True` raises AlignmentError; otherwise a warning is issued
-    and the scan is only resized to the template (identity registration, `ok=False`).
-    """
-    name = describe(scan)
-    scan_gray = np.asarray(load_image(scan, mode="L"))
-    tmpl_size = load_image(template, mode="RGB").size
-    if reference is None:
-        ref_gray = np.asarray(structure_image(template, region_config))
-    else:
-        ref_gray = np.asarray(load_image(reference, mode="L").resize(tmpl_size, Image.BILINEAR))
-    tw, th = tmpl_size
-    # Initial guess: the scan is the same page at some other resolution (matched on width).
-    sx = scan_gray.shape[1] / tw
-    init = np.diag([sx, sx, 1.0])
-    # Against the outlines alone, only the boxes' area is compared: printed headers, logos and notes
-    # elsewhere on the scan are not in the structure image and pull ECC into false optima.
-    x0, y0, x1, y1 = _structure_roi(ref_gray, config.roi_margin) if reference is None else (0, 0, tw, th)
-    ref_roi = ref_gray[y0:y1, x0:x1]
-    offset = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # ROI pixels -> template pixels
-
-    failures = []
-    if scan_gray.std() < 1.0:
-        failures.append("the scan is blank (no structure to register)")
-    else:
-        for method in config.methods:
-            try:
-                if method == "ecc":
-                    method = f"ecc-{config.motion}"
-                    matrix = _ecc(ref_roi, scan_gray, init @ offset, config) @ np.linalg.inv(offset)
-                elif method == "orb":
-                    method = "orb-homography"
-                    matrix = _orb(ref_gray, scan_gray, config)
-                else:
-                    raise ValueError(f"unknown alignment method {method!r}; use 'ecc' and/or 'orb'")
-            except cv2.error as e:
-                failures.append(f"{method}: failed ({_cv_reason(e)})")
-                continue
-            problem = _plausible(matrix, init, config)
-            score = ecc_score(ref_roi, scan_gray, matrix @ offset, config.blur_sigma)
-            if problem is None and score < config.min_score:
-                problem = f"correlation {score:.2f} below {config.min_score}"
-            if problem is None:
-                return Alignment(matrix, method, score, _warp(scan_gray, matrix, tmpl_size))
-            failures.append(f"{method}: {problem}")
-
-    message = f"{name}: could not align the scan to the template ({'; '.join(failures)})"
-    if strict:
-        raise AlignmentError(message)
-    warnings.warn(message + "; using the unaligned page", stacklevel=2)
-    score = ecc_score(ref_roi, scan_gray, init @ offset, config.blur_sigma) if scan_gray.std() >= 1.0 else float("nan")
-    return Alignment(init, "identity", score, _warp(scan_gray, init, tmpl_size), ok=False, message=message)
-
-
-def _structure_roi(structure: np.ndarray, margin: int) -> Tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the outlines' bounding box grown by `margin`, clipped to the image."""
-    ys, xs = np.nonzero(structure < 128)
-    h, w = structure.shape
-    return (max(int(xs.min()) - margin, 0), max(int(ys.min()) - margin, 0),
-            min(int(xs.max()) + 1 + margin, w), min(int(ys.max()) + 1 + margin, h))
-
-
-def _warp(scan_gray: np.ndarray, matrix: np.ndarray, size: Tuple[int, int]) -> Image.Image:
-    # Outside the scan is paper: fill white, so no black border gets OCRed.
-    warped = cv2.warpPerspective(scan_gray, matrix, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderValue=255)
-    return Image.fromarray(warped)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import forms
+from scripts import alignment, forms
 from scripts.preprocessing import preprocess_page
 from scripts.synth_data import find_fonts
 
@@ -62,23 +62,23 @@ def test_example_scan_aligns_within_3px(example):
     """Registration accuracy on handwriting: the colour scan, binarized without deskew so that the
     simulation's own page->scan matrix is the ground truth for every box corner."""
     scan = preprocess_page(example["raw"], deskew=False)
-    alignment = forms.align_page(scan, mef.TEMPLATE, strict=True)
-    assert alignment.method == "ecc-affine"
+    result = alignment.align_page(scan, mef.TEMPLATE, strict=True)
+    assert result.ok and result.method == "structure+ecc"
     regions = forms.find_regions(mef.TEMPLATE)
     worst = 0.0
     for region in regions:
         x, y, w, h = region.bbox
         corners = np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], dtype=np.float64)
         true = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), example["matrix"]).reshape(-1, 2)
-        worst = max(worst, float(np.abs(alignment.template_to_scan(corners) - true).max()))
+        worst = max(worst, float(np.abs(result.template_to_scan(corners) - true).max()))
     assert worst < 3.0
 
 
 def test_committed_scan_aligns_onto_the_outlines():
     """The committed page (deskewed by the preprocessor, so no known matrix): after alignment the
     printed outlines lie under the template's outlines in every box."""
-    alignment = forms.align_page(EXAMPLES / mef.SCAN_NAME, mef.TEMPLATE, strict=True)
-    ink = np.asarray(alignment.aligned) < 128
+    result = alignment.align_page(EXAMPLES / mef.SCAN_NAME, mef.TEMPLATE, strict=True)
+    ink = np.asarray(result.aligned) < 128
     outline = np.asarray(forms.structure_image(mef.TEMPLATE)) < 128
     for region in forms.find_regions(mef.TEMPLATE):
         x, y, w, h = region.bbox

@@ -1,15 +1,12 @@
-"""forms.py: red boxes from the real template, registration of simulated scans, crops and drawing."""
+"""forms.py: red boxes from the real template, crops and drawing (registration: test_alignment.py)."""
 
-import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from scripts import forms
-from scripts.preprocessing import binarize_otsu
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "template.png"
@@ -37,28 +34,6 @@ def filled_page(regions):
             text = text[:-1]
         draw.text((x + 5, y + (h - 22) // 2), text, fill=30, font=font)
     return np.asarray(page)
-
-
-def simulate_scan(page: np.ndarray, angle: float, shift, scale: float, out_size=SIZE, center=None):
-    """Rotate/scale/shift a page (about its centre by default) as a scanner would, blur a little and
-    binarize; returns the scan and the true template->scan matrix."""
-    w, h = SIZE
-    matrix = forms.similarity_matrix(angle, scale, shift, center=center or (w / 2, h / 2))
-    scan = cv2.warpPerspective(page, matrix, out_size, flags=cv2.INTER_LINEAR, borderValue=255)
-    scan = cv2.GaussianBlur(scan, (3, 3), 0)
-    return binarize_otsu(scan), matrix
-
-
-def corner_error(alignment, truth, regions) -> float:
-    """Largest distance, over all box corners, between where the estimated and the true transform
-    put a template corner in the scan."""
-    worst = 0.0
-    for region in regions:
-        x, y, w, h = region.bbox
-        corners = np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], dtype=np.float64)
-        true = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), truth).reshape(-1, 2)
-        worst = max(worst, float(np.abs(alignment.template_to_scan(corners) - true).max()))
-    return worst
 
 
 # ---- regions ----------------------------------------------------------------------------------
@@ -135,85 +110,6 @@ def test_red_but_no_box_passing_filters_names_the_file(tmp_path):
     img.save(path)
     with pytest.raises(forms.TemplateError, match=r"specks\.png.*size filters"):
         forms.find_regions(path)
-
-
-# ---- alignment --------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("angle, shift, scale", [
-    (0.0, (0, 0), 1.0),
-    (2.0, (30, -30), 1.05),
-    (-2.0, (-30, -30), 1.05),  # the hardest corner: rows one box off are a false optimum
-    (-1.3, (18, 25), 0.95),
-    (0.7, (-25, 12), 0.97),
-])
-def test_binarized_scan_aligns_within_3px(filled_page, regions, angle, shift, scale):
-    scan, truth = simulate_scan(filled_page, angle, shift, scale)
-    assert set(np.unique(scan)) <= {0, 255}
-    alignment = forms.align_page(scan, TEMPLATE, strict=True)
-    assert alignment.ok and alignment.method == "ecc-affine"
-    assert alignment.score > 0.5
-    assert corner_error(alignment, truth, regions) < 3.0
-    assert alignment.aligned.size == SIZE and alignment.aligned.mode == "L"
-
-
-def test_scan_at_other_resolution_aligns_in_template_coordinates(filled_page, regions):
-    # Scanned at 1.5x the template's resolution: the page's origin stays near the scan's origin.
-    scan, truth = simulate_scan(filled_page, 1.0, (10, -20), 1.5, out_size=(int(SIZE[0] * 1.5), int(SIZE[1] * 1.5)),
-                                center=(0, 0))
-    alignment = forms.align_page(Image.fromarray(scan), TEMPLATE, strict=True)
-    assert corner_error(alignment, truth, regions) < 3.0
-    assert alignment.aligned.size == SIZE
-
-
-def test_aligned_crops_hold_the_field_and_not_the_outline(filled_page, regions):
-    scan, _ = simulate_scan(filled_page, -1.5, (20, -15), 1.03)
-    alignment = forms.align_page(scan, TEMPLATE, strict=True)
-    crops = forms.crop_regions(alignment.aligned, regions)
-    assert len(crops) == 18
-    for region, crop in zip(regions, crops):
-        assert crop.size == region.inner[2:]
-        ink = np.asarray(crop) < 128
-        assert ink.mean() > 0.01, f"region {region.number}: its text was not cropped"
-        # No outline: the crop's edge rows/columns are paper, not a line.
-        for edge in (ink[0], ink[-1], ink[:, 0], ink[:, -1]):
-            assert edge.mean() < 0.3, f"region {region.number}: crop edge is a line"
-
-
-def test_orb_registers_against_a_textured_reference(filled_page, regions):
-    # A blank-form scan with printed text everywhere: what a user passes as `reference`.
-    reference = Image.fromarray(filled_page)
-    draw = ImageDraw.Draw(reference)
-    font = forms.load_font(16)
-    rng = np.random.default_rng(3)
-    words = "Secretaría Distrital Hacienda Bogotá formulario nombre cédula dirección teléfono fecha".split()
-    for _ in range(25):
-        draw.text((int(rng.integers(0, 1550)), int(rng.integers(0, 185))), " ".join(rng.choice(words, 4)),
-                  fill=0, font=font)
-    scan, truth = simulate_scan(np.asarray(reference), 1.5, (25, -20), 1.03)
-    alignment = forms.align_page(scan, TEMPLATE, reference=reference,
-                                 config=forms.AlignConfig(methods=("orb",)), strict=True)
-    assert alignment.method == "orb-homography"
-    assert corner_error(alignment, truth, regions) < 3.0
-
-
-@pytest.mark.parametrize("kind", ["noise", "blank"])
-def test_unalignable_scan_errors_when_strict_and_warns_otherwise(kind):
-    rng = np.random.default_rng(0)
-    w, h = SIZE
-    scan = (rng.random((h, w)) > 0.5).astype(np.uint8) * 255 if kind == "noise" else np.full((h, w), 255, np.uint8)
-    with pytest.raises(forms.AlignmentError, match="could not align"):
-        forms.align_page(scan, TEMPLATE, strict=True)
-    with pytest.warns(UserWarning, match="could not align.*unaligned page"):
-        alignment = forms.align_page(scan, TEMPLATE)
-    assert not alignment.ok and alignment.method == "identity"
-    np.testing.assert_allclose(alignment.matrix, np.eye(3))
-
-
-def test_alignment_error_names_the_scan_file(tmp_path):
-    path = tmp_path / "blank_scan.png"
-    Image.new("L", SIZE, 255).save(path)
-    with pytest.raises(forms.AlignmentError, match=r"blank_scan\.png.*blank"):
-        forms.align_page(path, TEMPLATE, strict=True)
 
 
 # ---- drawing ----------------------------------------------------------------------------------

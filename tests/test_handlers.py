@@ -97,7 +97,7 @@ def test_every_output_is_written(runs, name):
     # metadata: the inputs, the transform found, the models, the settings, the timings
     assert results["template"] == str(TEMPLATE) and results["scan"] == str(SCAN)
     al = results["alignment"]
-    assert al["ok"] and al["method"] == "ecc-affine" and al["score"] > 0.5
+    assert al["ok"] and al["method"] == "structure+ecc" and al["score"] > 0.9 and not al["reasons"]
     assert np.asarray(al["matrix"]).shape == (3, 3) and abs(al["rotation_deg"]) < 2
     assert results["settings"]["max_length"] == MAX_LENGTH and results["settings"]["num_beams"] == 1
     assert results["models"]["base"]["engine"] == ("pytorch" if name == "pytorch" else "mlx")
@@ -256,3 +256,82 @@ def test_ground_truth_scores_fields(models, tmp_path, capsys):
 def test_ground_truth_of_the_config_block_is_not_applied_to_another_scan(tmp_path):
     args = fp.build_arg_parser(mlx_handler.DEFAULTS).parse_args(["--image", str(tmp_path / "other.png")])
     assert mlx_handler.DEFAULTS.ground_truth and fp.config_from_args(args, mlx_handler.DEFAULTS).ground_truth is None
+
+
+# ---- alignment that fails its checks, boxes off the page (pages from dev/form_scans.py) ----------
+
+@pytest.fixture(scope="module")
+def rounded_pages(tmp_path_factory):
+    """A rounded-box template, two pages of it (the second cuts a box at the right edge) and a page of
+    the square form, which cannot be aligned to it."""
+    from dev import form_scans as fs
+
+    root = tmp_path_factory.mktemp("rounded_pages")
+    rounded, square = fs.template_for("rounded"), fs.template_for("square")
+    template = root / "rounded_template.png"
+    rounded.image.save(template)
+    scans = root / "scans"
+    scans.mkdir()
+    fs.make_scan(rounded, 1, True, False, transform=(0.8, 1.0, (-10, 5)), dpi=200).image.save(scans / "a_page.png")
+    cut = fs.make_scan(rounded, 2, False, True, transform=(-1.0, 1.01, (35, -15)), dpi=200)
+    cut.image.save(scans / "b_cut.png")
+    fs.make_scan(square, 3, True, True).image.save(scans / "c_other_form.png")
+    cut_boxes = [rounded.boxes[i - 1] for i in cut.params["off_page_boxes"]]
+    return template, scans, cut_boxes
+
+
+@pytest.mark.parametrize("handler", [mlx_handler, pt_handler], ids=["mlx", "pytorch"])
+def test_strict_align_makes_a_page_that_fails_its_checks_an_error(handler, models, rounded_pages, tmp_path, capsys):
+    hf, mlx_dir, _ = models
+    template, scans, _ = rounded_pages
+    page = scans / "c_other_form.png"
+    flags = ["--template", str(template), "--image", str(page), "--output-dir", str(tmp_path / "out"),
+             "--max-length", str(MAX_LENGTH), "--no-progress", "-q",
+             "--base-model", str(mlx_dir if handler is mlx_handler else hf)]
+    assert handler.main(flags + ["--strict-align"]) == 2
+    err = capsys.readouterr().err
+    assert f"{page}: could not align the scan to the template (" in err
+    # without it: read, warned about, and marked in results.json with the method, score and why
+    with pytest.warns(UserWarning, match="could not align"):
+        assert handler.main(flags) == 0
+    al = json.loads((tmp_path / "out" / "results.json").read_text())["alignment"]
+    assert not al["ok"] and al["reasons"] and al["method"] and al["score"] is not None and str(page) in al["message"]
+
+
+def test_directory_mode_reports_the_page_that_does_not_align_and_boxes_off_the_page(models, rounded_pages,
+                                                                                     tmp_path, capsys):
+    _, mlx_dir, _ = models
+    template, scans, cut_boxes = rounded_pages
+    flags = ["--template", str(template), "--image", str(scans), "--max-length", str(MAX_LENGTH),
+             "--no-progress", "--base-model", str(mlx_dir)]
+    out = tmp_path / "lenient"
+    with pytest.warns(UserWarning, match="c_other_form.png: could not align"):
+        assert mlx_handler.main(flags + ["--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["ok"], summary["unaligned"], summary["failed"]) == (2, 1, 0)
+    (bad,) = [e for e in summary["scans"] if e["status"] == "unaligned"]
+    assert bad["scan"].endswith("c_other_form.png") and bad["alignment_reasons"]
+    assert "1 NOT aligned" in printed and "NOT ALIGNED" in printed and "c_other_form.png" in printed
+
+    # the box the scanner cut is marked, the others are not
+    rows = json.loads((out / "b_cut" / "results.json").read_text(encoding="utf-8"))["regions"]
+    marked = [r["bbox"] for r in rows if r["off_page"]]
+    assert marked and len(marked) == len(cut_boxes)
+    assert all(np.abs(np.subtract(m, c)).max() <= 1 for m, c in zip(sorted(marked), sorted(map(list, cut_boxes))))
+    assert all(r["visible_fraction"] < 1 for r in rows if r["off_page"])
+    assert all(r["visible_fraction"] == 1 for r in rows if not r["off_page"])
+    assert "partly off the page" in printed
+    with open(out / "combined_results.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert {r["status"] for r in table if r["scan"].endswith("c_other_form.png")} == {"unaligned"}
+    assert {r["off_page"] for r in table if r["scan"].endswith("b_cut.png")} == {"True", "False"}
+
+    # --strict-align: that page is a failed page, not a crash; the others are still read
+    strict = tmp_path / "strict"
+    assert mlx_handler.main(flags + ["--output-dir", str(strict), "--strict-align"]) == 1
+    summary = json.loads((strict / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["ok"], summary["unaligned"], summary["failed"]) == (2, 0, 1)
+    (failed,) = [e for e in summary["scans"] if e["status"] == "failed"]
+    assert "c_other_form.png: could not align" in failed["error"]
+    assert sorted(p.name for p in strict.iterdir() if p.is_dir()) == ["a_page", "b_cut"]

@@ -18,7 +18,7 @@ from PIL import Image
 import ocr_inference_handler as pt_handler
 import ocr_inference_handler_mlx as mlx_handler
 import ocr_preprocessor_handler as pre_handler
-from scripts import forms
+from scripts import alignment, forms
 from scripts.image_io import IMAGE_EXTENSIONS, ImageReadError, count_pages, iter_pages, load_image
 from scripts.mlx_batch_processor import MLXBatchProcessor, read_results_csv
 from scripts.mlx_batch_processor import main as batch_main
@@ -39,7 +39,7 @@ def write_pdf(path: Path, pages, dpi: int = 200) -> Path:
 def pdf_pages():
     scan = Image.open(SCAN).convert("L")
     second = scan.copy()
-    to_scan = forms.align_page(scan, TEMPLATE).matrix  # template -> scan pixels: erase in the scan's frame
+    to_scan = alignment.align_page(scan, TEMPLATE, strict=True).matrix  # template -> scan pixels: erase in the scan's frame
     for region in forms.find_regions(TEMPLATE):
         if region.number in ERASED:
             x, y, w, h = region.inner
