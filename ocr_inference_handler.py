@@ -56,7 +56,7 @@ def default_checkpoint() -> Path:
 
 
 class TorchEngine:
-    """TrOCR on PyTorch (transformers): one batch of crops in, (text, confidence) pairs out."""
+    """TrOCR on PyTorch (transformers): one batch of crops in, (text, confidence, min_confidence) out."""
 
     name = "pytorch"
 
@@ -80,7 +80,7 @@ class TorchEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self.num_beams, self.max_length = config.num_beams, config.max_length
 
-    def recognize(self, images: Sequence) -> List[Tuple[str, float]]:
+    def recognize(self, images: Sequence) -> List[Tuple[str, float, float]]:
         torch = self.torch
         pixels = self.image_processor([im.convert("RGB") for im in images], return_tensors="pt").pixel_values
         pixels = pixels.to(self.device, dtype=self.dtype or self.model.dtype)
@@ -99,7 +99,8 @@ class TorchEngine:
             generated = row[1:]  # after the decoder start token
             n = generated.index(eos) + 1 if eos in generated else len(generated)  # eos counted, padding not
             text = self.tokenizer.decode(row[:1 + n], skip_special_tokens=True)
-            results.append((text, fp.confidence_from_logprob(float(logprobs[:n].mean()) if n else 0.0)))
+            results.append((text, fp.confidence_from_logprob(float(logprobs[:n].mean()) if n else 0.0),
+                            fp.confidence_from_logprob(float(logprobs[:n].min()) if n else 0.0)))
         return results
 
     def describe(self) -> dict:

@@ -109,7 +109,7 @@ def mlx_model_dir(model: Optional[str], cache_dir) -> Tuple[Path, Optional[str]]
 
 
 class MLXEngine:
-    """TrOCR on MLX (mlx_processor): one batch of crops in, (text, confidence) pairs out."""
+    """TrOCR on MLX (mlx_processor): one batch of crops in, (text, confidence, min_confidence) out."""
 
     name = "mlx"
 
@@ -125,10 +125,10 @@ class MLXEngine:
         self.gen = dict(max_length=config.max_length, num_beams=config.num_beams)
         self.dtype, self.device = config.dtype, str(mx.default_device())
 
-    def recognize(self, images: Sequence) -> List[Tuple[str, float]]:
-        pairs = self.processor.process_batch(list(images), batch_size=max(len(images), 1), show_progress=False,
-                                             return_scores=True, **self.gen)
-        return [(text, fp.confidence_from_logprob(score)) for text, score in pairs]
+    def recognize(self, images: Sequence) -> List[Tuple[str, float, float]]:
+        from scripts.confidence import read_lines
+
+        return read_lines(self.processor, images, **self.gen)
 
     def describe(self) -> dict:
         return {"engine": self.name, "model": str(Path(self.path).resolve()), "converted_from": self.source,

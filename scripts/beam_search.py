@@ -23,7 +23,8 @@ and repeated per beam once.
 Scores: `Generated.scores` holds, for each returned sequence, the mean log-probability of its
 generated tokens (EOS included), i.e. the accumulated beam log-prob divided by the generated length
 (not transformers' length-penalised `sequences_scores`). This is the same quantity greedy decoding
-returns, so it can be used as a confidence in (-inf, 0] whatever the decoding method.
+returns, so it can be used as a confidence in (-inf, 0] whatever the decoding method; `min_scores` holds
+the lowest token log-probability of each, as greedy decoding's does.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
     # for our confidence: raw log-prob sums and generated lengths of the finished sequences
     finished_sums = np.zeros((batch, nb), dtype=np.float32)
     finished_lens = np.ones((batch, nb), dtype=np.int64)
+    # and the lowest token log-prob of each running / finished sequence (Generated.min_scores)
+    running_mins = np.zeros((batch, nb), dtype=np.float32)
+    finished_mins = np.zeros((batch, nb), dtype=np.float32)
     is_sent_finished = np.zeros((batch, nb), dtype=bool)
     unsatisfied = np.ones((batch, 1), dtype=bool)
 
@@ -132,6 +136,8 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
         topk_ids = topk_indices % vocab
         topk_running_sequences = _gather(running_sequences, topk_beam)
         topk_running_sequences[:, :, cur_len] = topk_ids
+        topk_token_lp = topk_log_probs - _gather(running_beam_scores, topk_beam)
+        topk_mins = np.minimum(_gather(running_mins, topk_beam), topk_token_lp)
 
         # stopping criteria: EOS, or the sequence reached max_length
         hits = (topk_ids == eos) | (cur_len + 1 >= max_length)
@@ -141,6 +147,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
         next_idx = _topk_desc(topk_running_log_probs, nb)
         running_sequences = _gather(topk_running_sequences, next_idx)
         running_beam_scores = _gather(topk_running_log_probs, next_idx)
+        running_mins = _gather(topk_mins, next_idx)
         source_beam = _gather(topk_beam, next_idx)
 
         # _update_finished_beams
@@ -156,6 +163,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
         sequences = _gather(np.concatenate([sequences, topk_running_sequences], axis=1), keep)
         beam_scores = _gather(merged_scores, keep)
         finished_sums = _gather(np.concatenate([finished_sums, topk_log_probs], axis=1), keep)
+        finished_mins = _gather(np.concatenate([finished_mins, topk_mins], axis=1), keep)
         finished_lens = _gather(np.concatenate([finished_lens, np.full((batch, k_keep), gen_len)], axis=1), keep)
         is_sent_finished = _gather(np.concatenate([is_sent_finished, just_finished], axis=1), keep)
 
@@ -176,7 +184,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
         tokens = mx.array(running_sequences[:, :, cur_len - 1].reshape(-1, 1), dtype=mx.int32)
 
     n_ret = cfg.num_return_sequences
-    out_seqs, out_scores = [], []
+    out_seqs, out_scores, out_mins = [], [], []
     for b in range(batch):
         for r in range(n_ret):
             row = sequences[b, r].tolist()
@@ -186,7 +194,8 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
                 row = row[: row.index(eos, prompt_len) + 1]
             out_seqs.append(row)
             out_scores.append(float(finished_sums[b, r]) / max(int(finished_lens[b, r]), 1))
-    return Generated(sequences=out_seqs, scores=out_scores)
+            out_mins.append(float(finished_mins[b, r]))
+    return Generated(sequences=out_seqs, scores=out_scores, min_scores=out_mins)
 
 
 def _row_lexsort(cand: np.ndarray, vals: np.ndarray) -> np.ndarray:

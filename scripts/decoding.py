@@ -19,16 +19,18 @@ from scripts.generation import (NEG_INF, Generated, GenerationConfig, no_repeat_
 # --------------------------------------------------------------------------------------------------
 
 
-def _bookkeep(nxt, logprobs, unfinished, logprob_sum, n_generated, ids):
-    """Pad finished rows, add the chosen tokens' log-probs, update the finished flags (all on device)."""
+def _bookkeep(nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids):
+    """Pad finished rows, add the chosen tokens' log-probs (sum and minimum), update the finished flags
+    (all on device)."""
     eos, pad = ids[0], ids[1]
     nxt = nxt.astype(mx.int32)
     chosen_lp = mx.take_along_axis(logprobs, nxt[:, None], axis=-1)[:, 0]
     nxt = mx.where(unfinished, nxt, pad)
     logprob_sum = logprob_sum + mx.where(unfinished, chosen_lp, 0.0)
+    logprob_min = mx.where(unfinished, mx.minimum(logprob_min, chosen_lp), logprob_min)
     n_generated = n_generated + unfinished.astype(mx.int32)
     unfinished = mx.logical_and(unfinished, nxt != eos)
-    return nxt[:, None], unfinished, logprob_sum, n_generated, mx.logical_not(mx.any(unfinished))
+    return nxt[:, None], unfinished, logprob_sum, logprob_min, n_generated, mx.logical_not(mx.any(unfinished))
 
 
 def _greedy_step(model, compiled: bool):
@@ -37,15 +39,16 @@ def _greedy_step(model, compiled: bool):
     if compiled not in cache:
         step_fn = model.decode_step(compiled=False)
 
-        def greedy(tokens, offset, cross_kv, keys, values, unfinished, logprob_sum, n_generated, ban_eos, ids):
+        def greedy(tokens, offset, cross_kv, keys, values, unfinished, logprob_sum, logprob_min, n_generated, ban_eos,
+                   ids):
             logits, keys, values = step_fn(tokens, offset, cross_kv, keys, values)
             is_eos = mx.arange(logits.shape[-1]) == ids[0]
             logits = mx.where(mx.logical_and(ban_eos, is_eos)[None], NEG_INF, logits)  # min-length
             logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
             nxt = mx.argmax(logits, axis=-1)
-            tokens, unfinished, logprob_sum, n_generated, done = _bookkeep(
-                nxt, logprobs, unfinished, logprob_sum, n_generated, ids)
-            return tokens, keys, values, unfinished, logprob_sum, n_generated, done
+            tokens, unfinished, logprob_sum, logprob_min, n_generated, done = _bookkeep(
+                nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids)
+            return tokens, keys, values, unfinished, logprob_sum, logprob_min, n_generated, done
 
         cache[compiled] = mx.compile(greedy, inputs=model.decoder) if compiled else greedy
     return cache[compiled]
@@ -89,6 +92,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
     tokens = mx.full((batch, 1), cfg.decoder_start_token_id, dtype=mx.int32)
     unfinished = mx.ones((batch,), dtype=mx.bool_)
     logprob_sum = mx.zeros((batch,), dtype=mx.float32)
+    logprob_min = mx.zeros((batch,), dtype=mx.float32)  # log-probs are <= 0: zero is "no token yet"
     n_generated = mx.zeros((batch,), dtype=mx.int32)
     ids = mx.array([cfg.eos_token_id, cfg.pad_token_id], dtype=mx.int32)
     generated = []
@@ -98,11 +102,11 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         greedy = _greedy_step(model, compiled)
         for step in range(total - 1):
             ban_eos = mx.array(step + 1 < min_total)
-            tokens, keys, values, unfinished, logprob_sum, n_generated, done = greedy(
+            tokens, keys, values, unfinished, logprob_sum, logprob_min, n_generated, done = greedy(
                 tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values, unfinished, logprob_sum,
-                n_generated, ban_eos, ids)
+                logprob_min, n_generated, ban_eos, ids)
             generated.append(tokens)
-            mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
+            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, keys, values)
             if pending_done is not None and pending_done.item():
                 break  # every row had finished one step ago; this step only padded
             pending_done = done
@@ -129,15 +133,15 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
                     nxt = mx.random.categorical(warped)
             else:
                 nxt = mx.argmax(logits, axis=-1)
-            tokens, unfinished, logprob_sum, n_generated, done = _bookkeep(
-                nxt, logprobs, unfinished, logprob_sum, n_generated, ids)
+            tokens, unfinished, logprob_sum, logprob_min, n_generated, done = _bookkeep(
+                nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids)
             generated.append(tokens[:, 0])
             if host_seqs:
                 seqs = np.concatenate([seqs, np.array(tokens).astype(np.int64)], axis=1)
                 if not np.array(unfinished).any():
                     break
                 continue
-            mx.async_eval(tokens, done, logprob_sum, n_generated, keys, values)
+            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, keys, values)
             if pending_done is not None and pending_done.item():
                 break
             pending_done = done
@@ -153,4 +157,4 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
     sums = np.array(logprob_sum, dtype=np.float64)
     counts = np.array(n_generated).astype(np.int64)
     scores = (sums / np.maximum(counts, 1)).tolist()
-    return Generated(sequences=sequences, scores=scores)
+    return Generated(sequences=sequences, scores=scores, min_scores=np.array(logprob_min, dtype=np.float64).tolist())

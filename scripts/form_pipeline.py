@@ -7,10 +7,13 @@ The handlers (`ocr_inference_handler_mlx.py`, `ocr_inference_handler.py`) hold o
 block, an engine and `main()`; they call `run_cli`, which parses the shared flags over the block and
 runs `run_form` (one scan) or `run_directory` (a folder of scans against one template).
 
-An engine is anything with `name`, `describe()` and `recognize(images) -> [(text, confidence)]`,
-made by an engine factory `factory(model, role, config)`; `model` is what the user passed (None:
-the handler's default), `role` is "base" or "finetuned". The confidence is exp of the mean log-
-probability of the recognised tokens (end-of-text token included), in (0, 1].
+An engine is anything with `name`, `describe()` and `recognize(images) -> [(text, confidence,
+min_confidence)]` (or `(text, confidence)` pairs), made by an engine factory `factory(model, role, config)`;
+`model` is what the user passed (None: the handler's default), `role` is "base" or "finetuned". The
+confidence is exp of the mean log-probability of the recognised tokens (end-of-text token included), in
+(0, 1]; min_confidence is exp of the lowest one. Each field is `flagged` for review when the calibrated
+score of the model that gave its text is below the model's threshold (scripts/confidence.py), when its
+box is partly off the scan, and on a page that could not be aligned.
 
 Outputs of one scan page (in `output_dir`):
     extracted_texts.txt  "Region N: text", one line per region
@@ -46,6 +49,7 @@ from PIL import Image
 
 from scripts import alignment as registration
 from scripts import atomic, forms
+from scripts.confidence import Flagging, confidence_from_logprob, flagging_for  # noqa: F401 (re-exported)
 from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, count_pages, is_image_path,
                               load_image)
 
@@ -53,7 +57,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per-region fields of results.json / results.csv (the CSV writes bbox as "[x, y, w, h]").
 REGION_FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence",
-                 "base_confidence", "finetuned_confidence", "off_page", "visible_fraction", "crop"]
+                 "base_confidence", "finetuned_confidence", "min_confidence", "flagged", "off_page",
+                 "visible_fraction", "crop"]
 COMBINED_FIELDS = ["scan", "page", "status", "error", "output_dir", "alignment_method",
                    "alignment_score"] + REGION_FIELDS
 
@@ -100,6 +105,7 @@ class FormOCRConfig:
     trim_crops: bool = True  # cut each crop down to its ink (line recognisers misread mostly-empty boxes)
     ground_truth: Optional[str] = None  # JSON {region number: text}: score the results (field accuracy, CER)
     pdf_dpi: float = PDF_DPI  # resolution PDF pages are rendered at
+    flag_threshold: Optional[float] = None  # flag fields whose score is below this (None: the model's calibration)
     show_progress: bool = True
     engine_options: Dict[str, Any] = field(default_factory=dict)  # what only one handler's engine reads
 
@@ -131,36 +137,38 @@ class Engine(Protocol):
 EngineFactory = Callable[[Optional[str], str, FormOCRConfig], Engine]
 
 
-def confidence_from_logprob(mean_logprob: float) -> float:
-    """exp(mean token log-probability): 1 = certain; finite and in [0, 1]."""
-    if mean_logprob is None or not math.isfinite(mean_logprob):
-        return 0.0
-    return float(math.exp(min(mean_logprob, 0.0)))
-
-
 @dataclass
 class Engines:
     base: Engine
     finetuned: Optional[Engine] = None
     load_s: float = 0.0
+    flagging: Dict[str, Flagging] = field(default_factory=dict)  # per role: how its fields are flagged
 
 
 def load_engines(config: FormOCRConfig, engine_factory: EngineFactory) -> Engines:
+    """The engines, and per engine the flag rule: the calibration.json in its model folder
+    (describe()["model"]), or --flag-threshold, or the uncalibrated default."""
     t0 = time.perf_counter()
     base = engine_factory(config.base_model, "base", config)
     finetuned = engine_factory(config.finetuned_model, "finetuned", config) if config.finetuned_model else None
-    return Engines(base, finetuned, time.perf_counter() - t0)
+    flagging = {role: flagging_for(engine.describe().get("model"), config.flag_threshold)
+                for role, engine in (("base", base), ("finetuned", finetuned)) if engine is not None}
+    return Engines(base, finetuned, time.perf_counter() - t0, flagging)
 
 
-def recognize_all(engine: Engine, crops: Sequence[Image.Image], batch_size: int, bar=None) -> List[Tuple[str, float]]:
-    """Every crop through `engine`, `batch_size` at a time; checks the engine's answer per batch."""
-    out: List[Tuple[str, float]] = []
+def recognize_all(engine: Engine, crops: Sequence[Image.Image], batch_size: int,
+                  bar=None) -> List[Tuple[str, float, Optional[float]]]:
+    """Every crop through `engine`, `batch_size` at a time; checks the engine's answer per batch.
+    Returns (text, confidence, min_confidence) triples (min_confidence None from an engine giving pairs)."""
+    out: List[Tuple[str, float, Optional[float]]] = []
     for start in range(0, len(crops), batch_size):
         chunk = list(crops[start:start + batch_size])
         result = list(engine.recognize(chunk))
         if len(result) != len(chunk):
             raise RuntimeError(f"engine {engine.name} returned {len(result)} results for {len(chunk)} images")
-        out.extend((str(text), float(conf)) for text, conf in result)
+        for item in result:
+            text, conf, *rest = item
+            out.append((str(text), float(conf), float(rest[0]) if rest and rest[0] is not None else None))
         if bar is not None:
             bar.update(len(chunk))
     return out
@@ -260,7 +268,7 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
     visible = visible_fractions(regions, alignment["matrix"], scan.size)
     crops = forms.crop_regions(page_img, regions, inner=config.inner_crop, trim=config.trim_crops)
     models = [("base", engines.base)] + ([("finetuned", engines.finetuned)] if engines.finetuned else [])
-    results: Dict[str, List[Tuple[str, float]]] = {}
+    results: Dict[str, List[Tuple[str, float, Optional[float]]]] = {}
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -279,12 +287,13 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
             bar.close()
 
     chosen = "finetuned" if engines.finetuned else "base"
+    flagging = engines.flagging.get(chosen) or flagging_for(None, config.flag_threshold)
     rows = []
     for i, region in enumerate(regions):
-        base_text, base_conf = results["base"][i]
-        ft_text, ft_conf = results["finetuned"][i] if "finetuned" in results else (None, None)
-        text, conf = results[chosen][i]
-        rows.append({
+        base_text, base_conf, _ = results["base"][i]
+        ft_text, ft_conf, _ = results["finetuned"][i] if "finetuned" in results else (None, None, None)
+        text, conf, min_conf = results[chosen][i]
+        row = {
             "region": region.number,
             "bbox": [int(v) for v in region.bbox],
             "text": text,
@@ -293,10 +302,14 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
             "confidence": round(conf, 6),
             "base_confidence": round(base_conf, 6),
             "finetuned_confidence": None if ft_conf is None else round(ft_conf, 6),
+            "min_confidence": None if min_conf is None else round(min_conf, 6),
             "off_page": visible[i] < OFF_PAGE_BELOW,
             "visible_fraction": round(visible[i], 4),
             "crop": f"{OUTPUT_FILES['regions']}/{forms.region_filename(region)}",
-        })
+        }
+        # doubtful whatever the model says: a box partly off the scan, any box of a page not aligned
+        row["flagged"] = True if row["off_page"] or not alignment["ok"] else flagging.flag(row)
+        rows.append(row)
 
     record = {
         "template": template.path,
@@ -312,6 +325,7 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
                    "text_from": chosen},
         "settings": config.settings(),
         "timings": {},
+        "flagging": {**flagging.describe(), "model": chosen, "flagged": sum(bool(r["flagged"]) for r in rows)},
         "num_regions": len(rows),
         "off_page_regions": [row["region"] for row in rows if row["off_page"]],
         "regions": rows,
@@ -494,7 +508,8 @@ def run_directory(config: FormOCRConfig, engine_factory: EngineFactory, engines:
                               "alignment_score": al["score"]}
                     entries.append({**common, "alignment_reasons": al["reasons"],
                                     "off_page_regions": record["off_page_regions"],
-                                    "num_regions": record["num_regions"], "total_s": record["timings"]["total_s"]})
+                                    "num_regions": record["num_regions"], "flagged": record["flagging"]["flagged"],
+                                    "total_s": record["timings"]["total_s"]})
                     for row in record["regions"]:
                         writer.writerow(_csv_row({**common, **row}))
                 f.flush()
@@ -596,6 +611,9 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
                       help="crop each region at its outer outline (line included) instead of inside it")
     parser.add_argument("--ground-truth", default=d.ground_truth,
                         help="JSON {region: expected text}: report field accuracy and CER (default: %(default)s)")
+    parser.add_argument("--flag-threshold", type=float, default=d.flag_threshold,
+                        help="flag fields for review whose score is below this (default: the threshold in the "
+                             "model's calibration.json, see scripts/calibrate_confidence.py)")
     page.add_argument("--no-trim", dest="trim_crops", action="store_false", default=d.trim_crops,
                       help="OCR each whole box instead of cutting it down to its ink")
     parser.add_argument("--no-progress", dest="show_progress", action="store_false", default=d.show_progress,
@@ -661,7 +679,14 @@ def print_summary(record: dict, stream=None) -> None:
         extra = (f"   (base: {shown(r['base_text'])})" if r["finetuned_text"] is not None
                  and r["base_text"] != r["text"] else "")
         cut = f"   [partly off the page: {r['visible_fraction']:.0%} on it]" if r.get("off_page") else ""
-        print(f"  {r['region']:>{width}}  [{r['confidence']:.2f}] {shown(r['text'])}{extra}{cut}", file=stream)
+        mark = "?" if r.get("flagged") else " "
+        print(f"  {r['region']:>{width}} {mark}[{r['confidence']:.2f}] {shown(r['text'])}{extra}{cut}", file=stream)
+    if "flagging" in record:
+        fl = record["flagging"]
+        note = "" if not fl["source"].startswith("uncalibrated") else \
+            "  (uncalibrated: run scripts/calibrate_confidence.py --write for this model)"
+        print(f"flagged   {fl['flagged']} of {record['num_regions']} fields (?) for review: {fl['score']} < "
+              f"{fl['threshold']:.3f} ({fl['source']}){note}", file=stream)
     if "accuracy" in record:
         a = record["accuracy"]
         print(f"accuracy  {a['exact']}/{a['fields']} fields exactly right, CER {a['cer']:.1%} "
@@ -690,7 +715,8 @@ def print_directory_summary(summary: dict, stream=None) -> None:
         else:
             cut = f"  (regions {', '.join(map(str, e['off_page_regions']))} partly off the page)" \
                 if e.get("off_page_regions") else ""
-            print(f"  {e['status']:<8} {name} -> {e['output_dir']}{cut}", file=stream)
+            flagged = f"  ({e['flagged']} of {e['num_regions']} fields flagged)" if e.get("flagged") is not None else ""
+            print(f"  {e['status']:<8} {name} -> {e['output_dir']}{flagged}{cut}", file=stream)
     print(f"combined  {summary['combined_csv']}", file=stream)
 
 

@@ -83,6 +83,9 @@ class GenerationConfig:
 class Generated:
     sequences: list[list[int]]  # start token first, eos included when reached, no padding
     scores: list[float]  # mean log-probability of the generated tokens (a confidence in (-inf, 0])
+    # lowest log-probability among the generated tokens (EOS included): how unsure the least sure
+    # character was; a better signal than the mean for "is this field wrong" (scripts/confidence.py)
+    min_scores: Optional[list[float]] = None
 
 
 # --------------------------------------------------------------------------------------------------

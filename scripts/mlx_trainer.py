@@ -8,6 +8,11 @@
     python scripts/mlx_trainer.py train --out runs/ft --init models/mlx/default --train-manifest data/mine.csv \\
         --steps 2000 --lr 1e-4 --augment 0.5
 
+    # fine-tune on the fields a person reviewed (scripts/review_server.py writes corrections.csv); the
+    # held-back part is read before and after, and the CER of both is printed
+    python scripts/mlx_trainer.py train --out runs/reviewed --init models/mlx/default \\
+        --manifest outputs/batch/corrections.csv --val-split 0.2 --steps 300 --lr 5e-5 --warmup 20 --eval-every 50
+
     # continue an interrupted run (model, optimizer, step and data position are restored)
     python scripts/mlx_trainer.py train --out runs/small --resume runs/small/last --steps 20000
 
@@ -192,13 +197,16 @@ def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: P
 def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     """Copy a model folder (a checkpoint's last/ or best/) to dst as a shippable MLX model: weights only,
     cast to `dtype`, sharded below 16 MB, no optimizer or trainer state."""
+    from scripts.confidence import copy_calibration
     from scripts.mlx_models import load_model
 
     src = Path(src)
     model = load_model(src)
     gen = json.loads((src / "generation_config.json").read_text()) if (src / "generation_config.json").exists() else {}
-    return write_model_folder(dst, model.config, dict(tree_flatten(model.parameters())), src / "processor",
-                              dtype=dtype, max_length=gen.get("max_length", 64))
+    folder = write_model_folder(dst, model.config, dict(tree_flatten(model.parameters())), src / "processor",
+                                dtype=dtype, max_length=gen.get("max_length", 64))
+    copy_calibration(src, folder)  # the review flag's threshold (scripts/confidence.py) goes with the model
+    return folder
 
 
 def export_hf(src, dst) -> Path:
@@ -220,6 +228,9 @@ def export_hf(src, dst) -> Path:
         shutil.copy2(src / "generation_config.json", dst / "generation_config.json")
     for f in (src / "processor").iterdir():
         shutil.copy2(f, dst / f.name)
+    from scripts.confidence import copy_calibration
+
+    copy_calibration(src, dst)  # the review flag's threshold (scripts/confidence.py) goes with the model
     return dst
 
 
@@ -257,8 +268,12 @@ def read_labels(path) -> list[dict]:
 
 
 def split_rows(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-back validation rows): a random `val_fraction` of them, at least one of each
+    when there are two or more rows and val_fraction > 0 (a small corrections manifest still validates)."""
     order = np.random.default_rng(seed).permutation(len(rows))
     n_val = int(round(len(rows) * val_fraction))
+    if val_fraction > 0 and len(rows) >= 2:
+        n_val = min(max(n_val, 1), len(rows) - 1)
     return [rows[i] for i in order[n_val:]], [rows[i] for i in order[:n_val]]
 
 
@@ -667,6 +682,8 @@ def make_sources(args, image_size):
     if not args.train_manifest:
         raise ValueError("no training data: give --synthetic, --train-manifest FILE or --train-manifest FOLDER")
     rows = read_labels(args.train_manifest)
+    if not rows:
+        raise ValueError(f"{args.train_manifest}: no labelled lines")
     if args.val_manifest:
         val_rows = read_labels(args.val_manifest)
     else:
@@ -691,7 +708,9 @@ def plot_curves(history: dict, path: Path) -> None:
         if len(loss) >= k:
             a.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
         a.set_yscale("log")
-    a.set_xlabel("step"), a.set_ylabel("train loss"), a.legend(), a.grid(alpha=0.3)
+    a.set_xlabel("step"), a.set_ylabel("train loss"), a.grid(alpha=0.3)
+    if history["train"]:  # validation before the first step (--init) has no loss to show yet
+        a.legend()
     if history["val"]:
         b.plot([h["step"] for h in history["val"]], [100 * h["cer"] for h in history["val"]], "o-", label="CER")
         b.plot([h["step"] for h in history["val"]], [100 * h["wer"] for h in history["val"]], "s--", label="WER")
@@ -733,6 +752,7 @@ def train(args) -> dict:
     bar = tqdm(total=args.steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                mininterval=args.bar_interval, file=sys.stdout)
     last_val = None
+    before = None  # validation CER of the --init model, before any step
     recent = collections.deque(maxlen=50)
     t_loop = time.time()
     steps_this_run = 0
@@ -773,6 +793,9 @@ def train(args) -> dict:
         return "steps"
 
     try:  # the rendering pool is shut down last, once the checkpoint is on disk
+        if args.init and not args.resume and val_texts:
+            validate()  # the starting point: best/ is never worse than the model fine-tuned from
+            before = last_val
         try:
             stop_reason = run_steps()
         except KeyboardInterrupt:
@@ -787,10 +810,16 @@ def train(args) -> dict:
         plot_curves(trainer.history, out / "curves.png")
     finally:
         stream.close()
-    summary = {"step": trainer.step, "stopped": stop_reason, "best_cer": trainer.best_cer, "last_cer": last_val,
+    summary = {"step": trainer.step, "stopped": stop_reason, "val_lines": len(val_texts), "cer_before": before,
+               "best_cer": trainer.best_cer, "last_cer": last_val,
                "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
                "samples_per_second": steps_this_run * args.batch_size * args.accum / elapsed if elapsed > 0 else None,
                "seconds": time.time() - t_start}
+    if before is not None:
+        best_step = min(trainer.history["val"], key=lambda h: h["cer"])["step"]
+        print(f"[trainer] held-back validation ({len(val_texts)} lines): CER {before:.2%} before, "
+              f"{trainer.best_cer:.2%} best (step {best_step}, in {out / 'best'}), {last_val:.2%} at the last step",
+              flush=True)
     print(f"[trainer] {json.dumps(summary)}", flush=True)
     return summary
 
@@ -835,9 +864,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--layout", choices=("mix", "tight", "margins", "box"), default="mix",
                    help="synthetic: field geometry (synth_data.field_layout); mix = tight lines, margins and whole "
                         "boxes with borders and neighbours' ink (default)")
-    d.add_argument("--train-manifest", metavar="PATH", help="CSV (image,text) / JSONL / labels.tsv, or a folder of images with one")
+    d.add_argument("--train-manifest", "--manifest", dest="train_manifest", metavar="PATH",
+                   help="CSV (image,text) / JSONL / labels.tsv, or a folder of images with one; e.g. the "
+                        "corrections.csv of scripts/review_server.py")
     d.add_argument("--val-manifest", metavar="PATH", help="validation lines (default: --val-split of the training rows)")
-    d.add_argument("--val-split", type=float, default=0.05, help="fraction of the manifest held out for validation")
+    d.add_argument("--val-split", type=float, default=0.05, help="fraction of the manifest held out for validation "
+                   "(at least one line); with --init the validation CER is also measured before training")
     d.add_argument("--val-size", type=int, default=512, help="validation lines at most")
     d.add_argument("--augment", type=float, default=0.5, help="manifest data: synth_data.degrade strength (0 = off): "
                    "rotation, scale, blur, noise, ink erosion/dilation, JPEG")

@@ -159,3 +159,41 @@ def test_compiled_step_gives_same_tokens(setup, gen, monkeypatch):
     compiled = proc.generate(pixels, max_new_tokens=NEW, return_scores=True, **gen)
     assert plain[0] == compiled[0]
     assert np.allclose(plain[1], compiled[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("gen", [dict(), dict(num_beams=4, length_penalty=0.6, num_return_sequences=2)],
+                         ids=["greedy", "beam"])
+def test_min_scores_are_lowest_token_logprobs(setup, gen):
+    """Generated.min_scores (the flagging score of scripts/confidence.py) is the lowest log-softmax of the
+    chosen tokens under teacher forcing, EOS included; for every returned sequence."""
+    import mlx.core as mx
+
+    from scripts.decoding import generate_tokens
+
+    proc, pixels = setup[2], setup[4]
+    out = generate_tokens(proc.model, mx.array(pixels), proc.generation_options(max_new_tokens=NEW, **gen))
+    k = gen.get("num_return_sequences", 1)
+    assert len(out.min_scores) == len(out.sequences) == len(pixels) * k
+    for i, seq in enumerate(out.sequences):
+        logits = proc.model(mx.array(pixels[i // k:i // k + 1]), mx.array([seq[:-1]])).astype(mx.float32)
+        lp = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))[0]
+        token_lp = [lp[j, t] for j, t in enumerate(seq[1:])]
+        assert out.min_scores[i] == pytest.approx(min(token_lp), abs=1e-3)
+        assert out.min_scores[i] <= out.scores[i] + 1e-6
+
+
+def test_greedy_min_score_matches_transformers(setup):
+    """The same number from transformers' own per-token scores (compute_transition_scores)."""
+    import mlx.core as mx
+
+    from scripts.decoding import generate_tokens
+
+    hf_model, _, proc, _, pixels = setup
+    with torch.no_grad():
+        out = hf_model.generate(torch.from_numpy(pixels).permute(0, 3, 1, 2), do_sample=False, num_beams=1,
+                                max_new_tokens=NEW, output_scores=True, return_dict_in_generate=True)
+        steps = hf_model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).numpy()
+    ours = generate_tokens(proc.model, mx.array(pixels), proc.generation_options(max_new_tokens=NEW))
+    for row, lp, mine in zip(out.sequences.tolist(), steps, ours.min_scores):
+        n = len(strip(row)) - 1
+        assert mine == pytest.approx(float(lp[:n].min()), abs=1e-4)

@@ -111,6 +111,9 @@ def test_mlx_and_pytorch_give_identical_texts(runs):
         assert m["text"] == m["finetuned_text"]
         assert m["confidence"] == pytest.approx(p["confidence"], abs=1e-3)
         assert m["base_confidence"] == pytest.approx(p["base_confidence"], abs=1e-3)
+        assert m["min_confidence"] == pytest.approx(p["min_confidence"], abs=1e-3)
+        assert 0 <= m["min_confidence"] <= m["confidence"] + 1e-6
+        assert isinstance(m["flagged"], bool) and m["flagged"] == p["flagged"]
     # two different checkpoints: the fine-tuned column is not the base one
     assert sum(m["base_text"] != m["finetuned_text"] for m in mlx_rows) >= 9
     assert runs["mlx"][1]["models"]["finetuned"]["converted_from"] is not None
@@ -123,6 +126,33 @@ def test_base_model_only(runs):
         assert row["finetuned_text"] is None and row["text"] == row["base_text"] == other["base_text"]
         assert row["confidence"] == row["base_confidence"]
     assert runs["mlx_base_only"][1]["models"]["finetuned"] is None
+
+
+def test_flags_follow_the_models_calibration(runs, models, tmp_path):
+    """flagged = score < T, with T from calibration.json in the model folder, --flag-threshold over it, and
+    the uncalibrated default (said in results.json) without either."""
+    from scripts.confidence import CALIBRATION_FILE, UNCALIBRATED
+
+    rows = runs["mlx_base_only"][1]["regions"]
+    assert runs["mlx_base_only"][1]["flagging"]["source"] == "uncalibrated default"
+    assert [r["flagged"] for r in rows] == [r[UNCALIBRATED[0]] < UNCALIBRATED[1] for r in rows]
+    model = tmp_path / "model"
+    shutil.copytree(models[1], model)
+    scores = sorted(r["confidence"] for r in rows)
+    threshold = (scores[8] + scores[9]) / 2  # half the fields below it
+    (model / CALIBRATION_FILE).write_text(json.dumps({"score": "confidence", "threshold": threshold}))
+    out = tmp_path / "out"
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q"]) == 0
+    record = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert record["flagging"]["source"] == str(model / CALIBRATION_FILE) and record["flagging"]["flagged"] == 9
+    assert [r["flagged"] for r in record["regions"]] == [r["confidence"] < threshold for r in record["regions"]]
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        assert [line["flagged"] for line in csv.DictReader(f)] == [str(r["flagged"]) for r in record["regions"]]
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q", "--flag-threshold", "2"]) == 0
+    record = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert record["flagging"]["source"] == "--flag-threshold" and all(r["flagged"] for r in record["regions"])
+    (model / CALIBRATION_FILE).write_text("{not json")
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q"]) == 2
 
 
 def test_checkpoint_is_converted_once(runs, models, monkeypatch):
@@ -208,8 +238,10 @@ def test_unalignable_scan_is_an_error_when_strict_and_a_warning_otherwise(models
     assert f"{blank}: could not align" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="could not align"):
         assert mlx_handler.main(flags) == 0
-    al = json.loads((tmp_path / "out" / "results.json").read_text())["alignment"]
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    al = record["alignment"]
     assert not al["ok"] and al["method"] == "identity" and str(blank) in al["message"]
+    assert all(r["flagged"] for r in record["regions"])  # crops of an unaligned page all need a look
 
 
 def test_flags_override_the_configuration_block():
@@ -321,6 +353,7 @@ def test_directory_mode_reports_the_page_that_does_not_align_and_boxes_off_the_p
     assert all(np.abs(np.subtract(m, c)).max() <= 1 for m, c in zip(sorted(marked), sorted(map(list, cut_boxes))))
     assert all(r["visible_fraction"] < 1 for r in rows if r["off_page"])
     assert all(r["visible_fraction"] == 1 for r in rows if not r["off_page"])
+    assert all(r["flagged"] for r in rows if r["off_page"])  # for review, whatever the model's confidence
     assert "partly off the page" in printed
     with open(out / "combined_results.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
