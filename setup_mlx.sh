@@ -3,7 +3,8 @@
 #
 #   ./setup_mlx.sh            MLX + PyTorch/transformers (both handlers, converter, benchmarks)
 #   ./setup_mlx.sh --mlx-only MLX inference only (no torch, no transformers)
-#   ./setup_mlx.sh --dev      everything above plus the test tools (Ray included: the tests use it)
+#   ./setup_mlx.sh --dev      everything above plus the test tools (Ray included: the tests use it; selenium
+#                             and apt's chromium + chromium-driver for the review page's browser test)
 #   ./setup_mlx.sh --ray      also Ray (requirements-ray.txt): mlx_batch_processor.py --ray on many machines
 #   ./setup_mlx.sh --fonts    also the Debian font and word-list packages of fonts-debian.txt and
 #                             wordlists-debian.txt (synthetic training lines, the independent evaluation set)
@@ -35,7 +36,7 @@ for arg in "$@"; do
     --eval) eval_tools=1 ;;
     --ray) ray=1 ;;
     --vlm) vlm=1 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup_mlx.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -124,6 +125,11 @@ if [ "$fonts" = 1 ]; then
   apt_install $(sed 's/#.*//' fonts-debian.txt wordlists-debian.txt | awk 'NF {print $1}' | sort -u)
   command -v apt-get >/dev/null 2>&1 || say "without them synth_data.py renders printed lines in matplotlib's DejaVuSans only; \
 pass other .ttf/.otf files (with Spanish accents) to scripts/synth_data.py --fonts"
+fi
+if [ "$dev" = 1 ]; then
+  say "installing Chromium and its WebDriver (tests/test_review.py drives the review page in it)"
+  apt_install chromium chromium-driver
+  command -v apt-get >/dev/null 2>&1 || say "on macOS: brew install --cask chromium chromedriver (or Google Chrome)"
 fi
 if [ "$eval_tools" = 1 ]; then
   say "installing the peer OCR engines (requirements-eval.txt, tesseract)"
