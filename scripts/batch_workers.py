@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
 from itertools import count
 from pathlib import Path
@@ -27,13 +28,14 @@ _RUN_IDS = count(1)
 
 
 def default_workers(device: Optional[str] = None) -> int:
-    """`--workers auto`: 1 on a CPU (one process already keeps the cores busy: BENCHMARKS.md), 2 on a GPU
-    (measured on the H200: 2 processes give 1.7x one process at batch 32, 4 give 1.8x)."""
+    """`--workers auto`: 2 on an NVIDIA GPU (measured on the H200: 2 processes give 1.7x one process at
+    batch 32, 4 give 1.8x); 1 on a CPU and on Apple silicon, where it has not been measured to help
+    (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave 1.7x, with other jobs competing for the cores)."""
     if device is None:
         import mlx.core as mx
 
         device = str(mx.default_device())
-    return 2 if "gpu" in device.lower() else 1
+    return 2 if "gpu" in device.lower() and sys.platform != "darwin" else 1
 
 
 def resolve_workers(workers) -> int:

@@ -602,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("parallel work (default: one process)")
     w.add_argument("--workers", default="1", metavar="N",
                    help="worker processes on this machine, each with its own copy of the model, reading its "
-                   "images in the background; rows still come out in input order. 'auto': 2 on a GPU (the "
-                   "device is otherwise mostly idle), 1 on a CPU (default: 1)")
+                   "images in the background; rows still come out in input order. 'auto': 2 on an NVIDIA GPU "
+                   "(one process leaves it mostly idle), 1 on a CPU and on Apple silicon (default: 1)")
     w.add_argument("--ray", action="store_true", help="run on Ray: start a local Ray cluster on this machine "
                    "(needs ./setup_mlx.sh --ray)")
     w.add_argument("--ray-address", metavar="ADDR", help="join a running Ray cluster instead (HOST:PORT of "

@@ -194,3 +194,16 @@ def test_bench_workers_logic_on_a_tiny_random_model(tmp_path, capsys):
     assert doc["results"][0]["speedup"] == 1.0 and doc["new_tokens"] == 4
     assert doc["environment"]["cpu"] and "load_average" in doc["environment"]
     assert "| 2 workers |" in capsys.readouterr().out
+
+
+def test_workers_option_values():
+    from scripts.batch_workers import default_workers, resolve_workers, threads_per_worker
+
+    assert default_workers("Device(cpu, 0)") == 1
+    assert default_workers("Device(gpu, 0)") == (1 if sys.platform == "darwin" else 2)
+    assert resolve_workers("3") == 3 and resolve_workers("auto") >= 1
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(ValueError, match="workers"):
+            resolve_workers(bad)
+    assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(1, cores=16) == 16
+    assert threads_per_worker(4, cores=2) == 1  # never zero threads
