@@ -67,7 +67,8 @@ class TorchEngine:
 
         self.torch = torch
         self.path = default_checkpoint() if model is None else resolve_checkpoint(model)
-        if (self.path / "processor").is_dir() and not (self.path / "preprocessor_config.json").exists():
+        if (self.path / "processor").is_dir() and not any(
+                (self.path / name).exists() for name in ("processor_config.json", "preprocessor_config.json")):
             raise ValueError(f"{self.path}: a converted MLX model; the PyTorch handler needs the transformers "
                              "checkpoint (ocr_inference_handler_mlx.py reads MLX folders)")
         if not (self.path / "config.json").exists():

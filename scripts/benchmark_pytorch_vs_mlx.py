@@ -229,15 +229,14 @@ class Setup:
 
     def preprocess(self, images) -> np.ndarray:
         """(N, H, W, 3) float32, transformers' ViTImageProcessor numerics (our port of it)."""
+        from scripts.image_settings import ImageSettings, read_image_settings
         from scripts.mlx_processor import ImagePreprocessor
 
         if self.args.random_trocr_base:
-            pre = ImagePreprocessor({}, self.image_size)
+            pre = ImagePreprocessor(ImageSettings.vit(self.image_size), self.image_size)
         else:
-            from scripts.mlx_processor import _read_json
-
-            pre = ImagePreprocessor(_read_json(Path(self.args.mlx_model) / "processor" / "preprocessor_config.json"),
-                                    self.mlx_model.config.encoder.image_size)
+            settings, settings_file = read_image_settings(Path(self.args.mlx_model) / "processor")
+            pre = ImagePreprocessor(settings, self.mlx_model.config.encoder.image_size, str(settings_file))
         return pre(images)
 
     def gen_options(self) -> dict:

@@ -3,8 +3,9 @@
 `load_mlx_processor(path)` reads a converted model folder (see convert_trocr_to_mlx.py):
     config.json, model.safetensors (or weights.npz), generation_config.json,
     processor/tokenizer.json, processor/tokenizer_config.json, processor/preprocessor_config.json.
-Preprocessing reproduces transformers' ViTImageProcessor (PIL resize, rescale, normalize); tokens are
-decoded with the `tokenizers` library. Neither torch nor transformers is imported here.
+Preprocessing reproduces transformers' ViT/DeiT image processors (PIL resize, center crop, rescale,
+normalize; settings read by image_settings.py); tokens are decoded with the `tokenizers` library.
+Neither torch nor transformers is imported here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 from scripts.decoding import GenerationConfig, Generated, generate_tokens
 from scripts.image_io import ImageLike, load_image
+from scripts.image_settings import ImageSettings, read_image_settings
 from scripts.mlx_models import TrOCR, load_model
 
 DEFAULT_MAX_LENGTH = 64
@@ -29,36 +31,47 @@ def _read_json(path: Path) -> dict:
 
 
 class ImagePreprocessor:
-    """transformers' ViTImageProcessor (PIL backend), numerically: resize -> rescale -> normalize.
+    """transformers' ViT/DeiT image processors (PIL backend), numerically: resize (to height x width, or the
+    shortest edge with the aspect kept) -> center crop -> rescale -> normalize.
 
     Output is channels-last float32 (B, H, W, 3), the layout MLX convolutions take.
     """
 
-    def __init__(self, config: dict, image_size: tuple[int, int]):
-        size = config.get("size", {"height": image_size[0], "width": image_size[1]})
-        if isinstance(size, int):  # the hub's older layout: "size": 384
-            size = {"height": size, "width": size}
-        if "height" not in size or "width" not in size:
-            raise ValueError(f"preprocessor size {size} is not supported (expected height/width)")
-        self.size = (int(size["height"]), int(size["width"]))
-        self.do_resize = config.get("do_resize", True)
-        self.resample = Image.Resampling(config.get("resample", 2))
-        self.do_rescale = config.get("do_rescale", True)
-        self.rescale_factor = config.get("rescale_factor", 1 / 255)
-        self.do_normalize = config.get("do_normalize", True)
-        self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
-        self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
-        if self.do_resize and self.size != tuple(image_size):
-            raise ValueError(f"preprocessor size {self.size} differs from the model's image_size {image_size}")
+    def __init__(self, settings: ImageSettings, image_size: tuple[int, int], source: str = "image processor"):
+        if isinstance(settings, dict):  # a preprocessor_config.json's contents
+            settings = ImageSettings.from_dict(settings, source)
+        settings.check_fits(image_size, source)
+        self.settings = settings
+        self.size = tuple(image_size)
+        self.do_resize = settings.do_resize
+        self.resample = Image.Resampling(settings.resample)
+        self.do_rescale = settings.do_rescale
+        self.rescale_factor = settings.rescale_factor
+        self.do_normalize = settings.do_normalize
+        self.mean = np.asarray(settings.image_mean, dtype=np.float32)
+        self.std = np.asarray(settings.image_std, dtype=np.float32)
 
     def __call__(self, images: Sequence[ImageLike]) -> np.ndarray:
         return np.stack([self.one(img) for img in images])
 
+    def resize_target(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) after resizing; transformers' get_resize_output_image_size for a shortest edge."""
+        size = self.settings.size
+        if "height" in size:
+            return size["height"], size["width"]
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size["shortest_edge"], int(size["shortest_edge"] * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
     def one(self, image: ImageLike) -> np.ndarray:
         img = load_image(image, "RGB")
-        if self.do_resize and img.size != (self.size[1], self.size[0]):
-            img = img.resize((self.size[1], self.size[0]), resample=self.resample)
+        if self.do_resize:
+            h, w = self.resize_target(*img.size)
+            if img.size != (w, h):
+                img = img.resize((w, h), resample=self.resample)
         arr = np.asarray(img)
+        if self.settings.do_center_crop:
+            arr = center_crop(arr, self.settings.crop_size["height"], self.settings.crop_size["width"])
         if self.do_rescale:
             # transformers rescales in float64, then casts to float32
             arr = (arr.astype(np.float64) * self.rescale_factor).astype(np.float32)
@@ -67,6 +80,20 @@ class ImagePreprocessor:
         if self.do_normalize:
             arr = (arr - self.mean) / self.std
         return arr.astype(np.float32)
+
+
+def center_crop(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """transformers' center_crop of an (H, W, C) array: a too-small image is zero-padded around its centre."""
+    h, w = arr.shape[:2]
+    top, left = (h - height) // 2, (w - width) // 2
+    if top >= 0 and left >= 0:
+        return arr[top:top + height, left:left + width]
+    new_h, new_w = max(height, h), max(width, w)
+    padded = np.zeros((new_h, new_w) + arr.shape[2:], dtype=arr.dtype)
+    top_pad, left_pad = -(-(new_h - h) // 2), -(-(new_w - w) // 2)  # ceil
+    padded[top_pad:top_pad + h, left_pad:left_pad + w] = arr
+    top, left = top + top_pad, left + left_pad
+    return padded[max(0, top):min(new_h, top + height), max(0, left):min(new_w, left + width)]
 
 
 class TextDecoder:
@@ -80,7 +107,11 @@ class TextDecoder:
             raise FileNotFoundError(f"{path}: missing; re-run convert_trocr_to_mlx.py to write the tokenizer")
         self.tokenizer = Tokenizer.from_file(str(path))
         cfg = _read_json(processor_dir / "tokenizer_config.json")
-        self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False))
+        # transformers 5.2x leaves BPE texts alone even when the config asks for the clean-up (it was made
+        # for WordPiece and removes real spaces before punctuation), unless forced
+        self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False)) and (
+            type(self.tokenizer.model).__name__ != "BPE"
+            or bool(cfg.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False)))
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -192,8 +223,8 @@ def load_mlx_processor(path, dtype: Optional[str] = None) -> MLXTrOCRProcessor:
     processor_dir = path / "processor"
     if not processor_dir.is_dir():
         raise FileNotFoundError(f"{processor_dir}: missing; re-run convert_trocr_to_mlx.py to write the processor")
-    preprocessor = ImagePreprocessor(_read_json(processor_dir / "preprocessor_config.json"),
-                                     model.config.encoder.image_size)
+    settings, settings_file = read_image_settings(processor_dir)
+    preprocessor = ImagePreprocessor(settings, model.config.encoder.image_size, str(settings_file))
     gen = {"max_length": DEFAULT_MAX_LENGTH,
            "decoder_start_token_id": model.config.decoder_start_token_id,
            "eos_token_id": model.config.eos_token_id,

@@ -7,6 +7,7 @@ and the hub's older names (`encoder.encoder.layer.N.attention.attention.query`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -155,10 +156,16 @@ def check_and_load(model, weights: dict, source: str = "checkpoint", dtype: Opti
 # Reading transformers checkpoints (local folder or hub id)
 # --------------------------------------------------------------------------------------------------
 
-CHECKPOINT_FILES = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
-                    "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                    "sentencepiece.bpe.model", "added_tokens.json", "processor_config.json",
-                    "model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "pytorch_model.bin"]
+# What a TrOCR checkpoint can hold (fetched from the hub by resolve_checkpoint). Weights, in transformers'
+# order of preference: model.safetensors, its sharded form, pytorch_model.bin, its sharded form.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+CHECKPOINT_FILES = ["config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",
+                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.json", "merges.txt", "sentencepiece.bpe.model", *WEIGHT_FILES,
+                    "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"]
+# weights of other frameworks, named in the error when they are all a folder has
+_OTHER_WEIGHTS = {"tf_model.h5": "TensorFlow", "tf_model.h5.index.json": "TensorFlow", "flax_model.msgpack": "Flax",
+                  "flax_model.msgpack.index.json": "Flax", "model.onnx": "ONNX", "model.ckpt.index": "TensorFlow"}
 
 
 def resolve_checkpoint(name_or_path) -> Path:
@@ -192,29 +199,66 @@ def resolve_checkpoint(name_or_path) -> Path:
         ) from None
 
 
-def read_hf_state_dict(folder) -> dict[str, mx.array]:
-    """All weights of a transformers checkpoint folder. safetensors is read without torch (bf16 too);
-    a `pytorch_model.bin` (the microsoft/trocr-* checkpoints) needs torch and is read with weights_only."""
+def weight_files(folder) -> list[Path]:
+    """The weight files transformers would load from `folder`, in its order of preference (an index.json
+    names its shards). Raises FileNotFoundError naming what was expected and what was found."""
     folder = Path(folder)
-    files = [folder / "model.safetensors"] if (folder / "model.safetensors").exists() else sorted(
-        folder.glob("model-*-of-*.safetensors"))
-    if files:
-        state = {}
-        for f in files:
-            try:
-                state.update(mx.load(str(f)))
-            except Exception as e:
-                raise ValueError(f"{f}: cannot read safetensors file ({e})") from None
-        return state
-    bin_file = folder / "pytorch_model.bin"
-    if bin_file.exists():
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.exists():
+            return _index_shards(path) if name.endswith(".index.json") else [path]
+    # shards without their index (copied by hand): read only when all N of N are there
+    for pattern in ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"):
+        shards = sorted(folder.glob(pattern))
+        if shards:
+            total = int(re.search(r"-of-(\d+)\.", shards[0].name).group(1))
+            if len(shards) != total:
+                raise FileNotFoundError(f"{folder}: {len(shards)} of {total} shards {pattern} and no index.json "
+                                        "naming them; copy the whole checkpoint")
+            return shards
+    found = sorted(f"{n} ({kind})" for n, kind in _OTHER_WEIGHTS.items() if (folder / n).exists())
+    raise FileNotFoundError(
+        f"{folder}: no model weights; expected {', '.join(WEIGHT_FILES)} (with its shards)"
+        + (f"; found {', '.join(found)}, which is not read: load it in transformers (from_tf / from_flax) and "
+           "save_pretrained it" if found else ""))
+
+
+def _index_shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index}: not valid JSON ({e})") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"{index}: no \"weight_map\" (expected {{\"weight_map\": {{weight name: shard file}}}})") from None
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    missing = [p.name for p in shards if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{index}: names shard files that are not there: {', '.join(missing)}")
+    return shards
+
+
+def _read_bin(path: Path) -> dict[str, mx.array]:
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError(f"{path}: reading .bin checkpoints needs torch (./setup_mlx.sh installs it)") from None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read PyTorch checkpoint ({e})") from None
+    return {k: mx.array(v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()) for k, v in raw.items()}
+
+
+def read_hf_state_dict(folder) -> dict[str, mx.array]:
+    """All weights of a transformers checkpoint folder (see weight_files). safetensors is read without torch
+    (bf16 too); pytorch_model.bin (the hub's microsoft/trocr-*) needs torch and is read with weights_only."""
+    state = {}
+    for path in weight_files(folder):
+        if path.suffix == ".bin":
+            state.update(_read_bin(path))
+            continue
         try:
-            import torch
-        except ImportError:
-            raise RuntimeError(f"{bin_file}: reading .bin checkpoints needs torch (./setup_mlx.sh installs it)") from None
-        try:
-            raw = torch.load(bin_file, map_location="cpu", weights_only=True)
+            state.update(mx.load(str(path)))
         except Exception as e:
-            raise ValueError(f"{bin_file}: cannot read PyTorch checkpoint ({e})") from None
-        return {k: mx.array(v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()) for k, v in raw.items()}
-    raise FileNotFoundError(f"{folder}: no model.safetensors, model-*-of-*.safetensors or pytorch_model.bin")
+            raise ValueError(f"{path}: cannot read safetensors file ({e})") from None
+    return state

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scripts.char_tokenizer import build_char_tokenizer, save_char_tokenizer
+from scripts.char_tokenizer import build_char_tokenizer
 
 VOCAB = build_char_tokenizer().get_vocab_size()
 
@@ -92,34 +92,117 @@ def make_model(variant: str, seed: int = 0, eos_scale=None, std: float = 0.3, **
     return _spread_weights(model, seed, std=std, eos_scale=eos_scale).eval()
 
 
-def write_preprocessor(folder: Path, image_size, legacy: bool = False):
+def trocr_processor(image_size, kind: str = "vit", tokenizer=None):
+    """A transformers TrOCRProcessor built through the public API, with by default the char tokenizer
+    (tokenizers library) wrapped in transformers' fast tokenizer. kind: "vit" (ViTImageProcessor, resize to
+    the model's size), "deit" (DeiTImageProcessor giving the same pixels) or "deit-crop" (DeiT resizing 4 px
+    larger with its bicubic default, then center-cropping, as DeiT's 256 -> 224 default does)."""
+    from transformers import DeiTImageProcessor, PreTrainedTokenizerFast, TrOCRProcessor, ViTImageProcessor
+
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    cfg = {
-        "do_resize": True, "do_rescale": True, "do_normalize": True, "resample": 2,
-        "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "image_processor_type": "ViTImageProcessor", "processor_class": "TrOCRProcessor",
-        "size": h if legacy and h == w else {"height": h, "width": w},
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2))
+    if tokenizer is None:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=build_char_tokenizer(), bos_token="<s>",
+                                            eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    if kind == "deit-crop":
+        images = DeiTImageProcessor(size={"height": h + 4, "width": w + 4}, crop_size={"height": h, "width": w})
+    elif kind == "deit":
+        images = DeiTImageProcessor(size={"height": h, "width": w}, do_center_crop=False, resample=2)
+    else:
+        images = ViTImageProcessor(size={"height": h, "width": w})
+    return TrOCRProcessor(image_processor=images, tokenizer=tokenizer)
 
 
-def save_checkpoint(model, folder, legacy_weights: bool = False) -> Path:
-    """save_pretrained + a char tokenizer + ViT preprocessor config: a complete TrOCR checkpoint folder."""
+def save_checkpoint(model, folder) -> Path:
+    """A complete TrOCR checkpoint folder as a user gets it from the installed transformers: the model's
+    and the processor's save_pretrained (DeiT encoders get a DeiT image processor)."""
     folder = Path(folder)
     model.save_pretrained(folder)
-    save_char_tokenizer(folder)
-    write_preprocessor(folder, model.config.encoder.image_size)
-    if legacy_weights:
-        # the hub's older layout: pytorch_model.bin with pre-5.x names
-        from scripts.weights import canonical_hf_name  # noqa: F401  (documents the inverse we rely on)
-
-        state = {_legacy_name(k): v for k, v in model.state_dict().items()}
-        (folder / "model.safetensors").unlink()
-        torch.save(state, folder / "pytorch_model.bin")
+    kind = "deit" if model.config.encoder.model_type == "deit" else "vit"
+    trocr_processor(model.config.encoder.image_size, kind).save_pretrained(folder)
     return folder
 
 
+def write_preprocessor(folder: Path, image_size, legacy: bool = False):
+    """A hand-written preprocessor_config.json as transformers 4.x wrote it; legacy: the hub's microsoft/trocr-*
+    form ("feature_extractor_type": "ViTFeatureExtractor", "size": 384)."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    cfg = {"do_normalize": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+           "processor_class": "TrOCRProcessor", "resample": 2}
+    if legacy and h == w:
+        cfg.update(feature_extractor_type="ViTFeatureExtractor", size=h)
+    else:
+        cfg.update(image_processor_type="ViTImageProcessor", do_rescale=True, rescale_factor=1 / 255,
+                   size={"height": h, "width": w})
+    (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def save_legacy_bin(model, folder, shard_bytes=None, legacy_names: bool = True) -> list:
+    """pytorch_model.bin as transformers 4.x wrote it (the hub's microsoft/trocr-* have one, with pre-5.x
+    weight names); with shard_bytes, pytorch_model-0000i-of-0000N.bin + pytorch_model.bin.index.json."""
+    folder = Path(folder)
+    for old in list(folder.glob("model*.safetensors")) + list(folder.glob("model.safetensors.index.json")):
+        old.unlink()
+    state = {(_legacy_name(k) if legacy_names else k): v.contiguous() for k, v in model.state_dict().items()}
+    if shard_bytes is None:
+        torch.save(state, folder / "pytorch_model.bin")
+        return [folder / "pytorch_model.bin"]
+    shards, current, size = [], {}, 0
+    for name, value in state.items():
+        if current and size + value.numel() * value.element_size() > shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = value
+        size += value.numel() * value.element_size()
+    shards.append(current)
+    names = [f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        torch.save(shard, folder / name)
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+             "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+    return [folder / n for n in names]
+
+
+CORPUS = ["Calle 26 # 68B-35, Bogotá", "José Pérez Núñez", "1.023.456.789", "fecha: 12/05/2024",
+          "The quick brown fox", "Señora María López", "correo@dominio.com", "¿Sí? ¡No! (50%)"] * 40
+
+
+def save_roberta_bpe(folder) -> int:
+    """The hub's trocr-base tokenizer layout: vocab.json + merges.txt (byte-level BPE trained here with the
+    tokenizers library), tokenizer_config.json naming RobertaTokenizer, no tokenizer.json. Returns the vocab size."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "RobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+         "unk_token": "<unk>", "mask_token": "<mask>", "model_max_length": 512, "errors": "replace",
+         "clean_up_tokenization_spaces": True}, indent=2))  # as 4.x wrote it; 5.2x ignores it for BPE
+    return bpe.get_vocab_size()
+
+
+def save_sentencepiece(folder) -> int:
+    """The hub's trocr-small tokenizer layout: sentencepiece.bpe.model (trained here with the sentencepiece
+    package) and tokenizer_config.json naming XLMRobertaTokenizer. Returns transformers' vocab size
+    (the fairseq offset and <mask> come on top of the sentencepiece pieces)."""
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(folder / "sentencepiece.bpe"),
+                                   vocab_size=120, model_type="bpe", character_coverage=1.0, minloglevel=2)
+    (folder / "sentencepiece.bpe.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "XLMRobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+         "unk_token": "<unk>", "mask_token": "<mask>", "model_max_length": 512,
+         "clean_up_tokenization_spaces": True}, indent=2))  # applied: not a BPE model in transformers
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(folder))
+
+
 def _legacy_name(name: str) -> str:
+    """transformers 5.x weight name -> the pre-5.x name the hub's checkpoints use."""
     import re
 
     name = re.sub(r"^encoder\.layers\.(\d+)\.", r"encoder.encoder.layer.\1.", name)

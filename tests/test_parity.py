@@ -107,58 +107,6 @@ def test_greedy_texts_match_transformers_generate(variant):
     assert [list(map(int, row)) for row in out.tolist()] == ids
 
 
-def test_legacy_hub_layout(tmp_path):
-    """pytorch_model.bin with pre-5.x names, "size": int, vocab.json + merges.txt and no tokenizer.json."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import AutoTokenizer, VisionEncoderDecoderModel
-
-    bpe = ByteLevelBPETokenizer()
-    corpus = ["Calle 26 # 68B-35 Bogotá", "José Pérez Núñez", "1.023.456.789", "fecha 12/05/2024"] * 50
-    bpe.train_from_iterator(corpus, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    vocab = bpe.get_vocab_size()
-    hf_model = F.make_model("base", seed=2, vocab_size=vocab)
-    hf_dir = tmp_path / "hf"
-    hf_model.save_pretrained(hf_dir)
-    (hf_dir / "model.safetensors").unlink()
-    torch.save({F._legacy_name(k): v for k, v in hf_model.state_dict().items()}, hf_dir / "pytorch_model.bin")
-    bpe.save_model(str(hf_dir))
-    (hf_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}))
-    F.write_preprocessor(hf_dir, 32, legacy=True)
-    assert json.loads((hf_dir / "preprocessor_config.json").read_text())["size"] == 32
-    assert not (hf_dir / "tokenizer.json").exists()
-
-    reloaded = VisionEncoderDecoderModel.from_pretrained(hf_dir).eval()
-    images = F.random_images(3, seed=4)
-    ref, _ = hf_generate_texts(reloaded, hf_dir, images, max_new_tokens=20)
-    proc = load_mlx_processor(convert(hf_dir, tmp_path / "mlx", verbose=False))
-    assert proc.process_batch(images, max_new_tokens=20, show_progress=False) == ref
-    # the path without transformers rebuilds the byte-level BPE with the tokenizers library alone
-    from scripts import convert_trocr_to_mlx as C
-
-    tok_only = tmp_path / "tok_only"
-    tok_only.mkdir()
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_transformers(name, *a, **k):
-        if name == "transformers":
-            raise ImportError("simulated")
-        return real_import(name, *a, **k)
-
-    builtins.__import__ = no_transformers
-    try:
-        C.build_tokenizer_json(hf_dir, tok_only)
-    finally:
-        builtins.__import__ = real_import
-    from tokenizers import Tokenizer
-
-    rebuilt = Tokenizer.from_file(str(tok_only / "tokenizer.json"))
-    hf_tok = AutoTokenizer.from_pretrained(hf_dir)
-    ids = [[0, 10, 57, 100, 200, 250, 2], list(range(5, 60))]
-    assert [rebuilt.decode(i, skip_special_tokens=True) for i in ids] == hf_tok.batch_decode(ids, skip_special_tokens=True)
-
-
 def test_missing_weight_is_named(tmp_path):
     from safetensors.numpy import load_file, save_file
 
