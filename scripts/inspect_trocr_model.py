@@ -4,7 +4,8 @@
     python scripts/inspect_trocr_model.py --model microsoft/trocr-base-handwritten
     python scripts/inspect_trocr_model.py --model path/to/finetuned --image field.png
 
-Saves the model and processor under models/pytorch/<name>/ and writes architecture_info.json there
+Saves the model and processor under models/pytorch/<name>/ (with the installed transformers' own
+save_pretrained, so in the layout it writes) and writes architecture_info.json there
 (encoder/decoder types, layers, widths, heads, image size, vocab, parameters per part, tokenizer class,
 generation config). Needs torch + transformers (./setup_mlx.sh installs both).
 """
@@ -19,7 +20,6 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,7 +69,7 @@ def architecture_info(model, tokenizer, source: str) -> dict:
 
 def inspect(model_id: str, output_root=ROOT / "models" / "pytorch", image=None) -> dict:
     import torch
-    from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+    from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
     from scripts.weights import resolve_checkpoint
 
@@ -78,16 +78,13 @@ def inspect(model_id: str, output_root=ROOT / "models" / "pytorch", image=None) 
     out = Path(output_root) / name
     t0 = time.perf_counter()
     model = VisionEncoderDecoderModel.from_pretrained(src).eval()
-    image_processor = AutoImageProcessor.from_pretrained(src)
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    processor = TrOCRProcessor.from_pretrained(src)
+    image_processor, tokenizer = processor.image_processor, processor.tokenizer
     load_time = time.perf_counter() - t0
     if out.resolve() != src.resolve():
+        # the installed transformers' own layout (5.2x: processor_config.json, tokenizer.json, safetensors)
         model.save_pretrained(out)
-        image_processor.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        for extra in ("generation_config.json",):
-            if (src / extra).exists() and not (out / extra).exists():
-                shutil.copy2(src / extra, out / extra)
+        processor.save_pretrained(out)
     info = architecture_info(model, tokenizer, str(src))
     from scripts.image_io import load_image
 

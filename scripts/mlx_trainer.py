@@ -210,24 +210,36 @@ def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
 
 
 def export_hf(src, dst) -> Path:
-    """Our MLX model folder -> a transformers checkpoint folder (config.json, model.safetensors,
-    generation_config.json, tokenizer and image-processor files), loadable with
-    VisionEncoderDecoderModel.from_pretrained(dst) and TrOCRProcessor / AutoTokenizer + ViTImageProcessor."""
-    from safetensors.numpy import save_file
-
+    """Our MLX model folder -> a transformers checkpoint folder, written by the installed transformers' own
+    save_pretrained (model, generation config, TrOCRProcessor): the layout a transformers fine-tune has.
+    Loads with VisionEncoderDecoderModel.from_pretrained(dst) and TrOCRProcessor.from_pretrained(dst)."""
+    try:
+        import torch
+        from transformers import (AutoImageProcessor, AutoTokenizer, GenerationConfig, TrOCRProcessor,
+                                  VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+    except ImportError:
+        raise RuntimeError("export-hf writes the checkpoint with transformers' own save_pretrained: it needs torch "
+                           "and transformers (./setup_mlx.sh installs them)") from None
     from scripts.mlx_models import load_model
 
     src, dst = Path(src), Path(dst)
     model = load_model(src)
-    state = mlx_to_hf(dict(tree_flatten(model.parameters())), model.config)
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(dst / "model.safetensors"),
-              metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(model.config.hf_config, indent=2))
+    state = {k: torch.from_numpy(np.ascontiguousarray(v))
+             for k, v in mlx_to_hf(dict(tree_flatten(model.parameters())), model.config).items()}
+    torch.manual_seed(0)  # the ViT pooler, which TrOCR never uses, keeps transformers' init: make it repeatable
+    hf = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_dict(model.config.hf_config)).eval()
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    unused = {"decoder.output_projection.weight"} if model.config.decoder.tie_word_embeddings else set()
+    missing = [k for k in missing if k not in unused and not k.startswith("encoder.pooler.")]
+    if missing or unexpected:
+        raise ValueError(f"{src}: transformers' TrOCR for this config has other weights (missing {missing}, "
+                         f"unexpected {unexpected})")
     if (src / "generation_config.json").exists():
-        shutil.copy2(src / "generation_config.json", dst / "generation_config.json")
-    for f in (src / "processor").iterdir():
-        shutil.copy2(f, dst / f.name)
+        hf.generation_config = GenerationConfig.from_dict(json.loads((src / "generation_config.json").read_text()))
+    hf.save_pretrained(dst)
+    processor = TrOCRProcessor(image_processor=AutoImageProcessor.from_pretrained(src / "processor"),
+                               tokenizer=AutoTokenizer.from_pretrained(src / "processor"))
+    processor.save_pretrained(dst)
     from scripts.confidence import copy_calibration
 
     copy_calibration(src, dst)  # the review flag's threshold (scripts/confidence.py) goes with the model
@@ -445,13 +457,18 @@ class Trainer:
     def __init__(self, model: TrOCR, processor_dir, *, lr: float = 5e-4, warmup: int = 500, total_steps: int = 10000,
                  weight_decay: float = 0.01, clip: float = 1.0, label_smoothing: float = 0.0, accum: int = 1,
                  dtype: str = "float32", max_target_length: int = 72, seed: int = 0, final_lr_fraction: float = 0.02):
-        from scripts.mlx_processor import ImagePreprocessor, TextDecoder, _read_json
+        from scripts.image_settings import read_image_settings
+        from scripts.mlx_processor import ImagePreprocessor, TextDecoder
 
         self.model, self.config = model, model.config
         self.processor_dir = Path(processor_dir)
         self.text = TextDecoder(self.processor_dir)
-        pre_cfg = _read_json(self.processor_dir / "preprocessor_config.json")
-        self.preprocessor = ImagePreprocessor(pre_cfg, self.config.encoder.image_size)
+        settings, settings_file = read_image_settings(self.processor_dir)
+        self.preprocessor = ImagePreprocessor(settings, self.config.encoder.image_size, str(settings_file))
+        if settings.do_center_crop or "height" not in settings.size or settings.resample != Image.BILINEAR:
+            # the training batches are resized by to_pixels (bilinear to the model's size, on worker processes)
+            raise ValueError(f"{settings_file}: the trainer resizes bilinearly to height x width; this image "
+                             f"processor ({settings.describe()}, resample {settings.resample}) would differ at inference")
         self.mean = mx.array(self.preprocessor.mean) if self.preprocessor.do_normalize else mx.zeros(3)
         self.std = mx.array(self.preprocessor.std) if self.preprocessor.do_normalize else mx.ones(3)
         self.scale = float(self.preprocessor.rescale_factor) if self.preprocessor.do_rescale else 1.0

@@ -38,6 +38,7 @@ def test_mlx_inference_errors(tiny_model, tmp_path, capsys):
 
 
 def test_inspect_writes_architecture_info(tiny_model, tmp_path):
+    from scripts import inspect_trocr_model as inspect_module
     from scripts.inspect_trocr_model import inspect
 
     hf_dir, _ = tiny_model
@@ -48,7 +49,23 @@ def test_inspect_writes_architecture_info(tiny_model, tmp_path):
     assert on_disk["decoder"]["vocab_size"] == F.VOCAB
     assert on_disk["parameters"]["total"] == sum(on_disk["parameters"][k] for k in ("encoder", "decoder", "enc_to_dec_proj"))
     assert isinstance(info["test_inference"]["text"], str)
-    assert (saved / "config.json").exists() and (saved / "preprocessor_config.json").exists()
+    assert (saved / "config.json").exists()
+    # what the installed transformers writes, and that converts to the same text
+    from transformers import TrOCRProcessor
+
+    from transformers import VisionEncoderDecoderModel
+
+    processor = TrOCRProcessor.from_pretrained(saved)
+    assert processor.image_processor.to_dict() == TrOCRProcessor.from_pretrained(hf_dir).image_processor.to_dict()
+    ref = tmp_path / "ref"
+    VisionEncoderDecoderModel.from_pretrained(hf_dir).save_pretrained(ref)
+    TrOCRProcessor.from_pretrained(hf_dir).save_pretrained(ref)
+    assert sorted(p.name for p in saved.iterdir()) == sorted([p.name for p in ref.iterdir()] + ["architecture_info.json"])
+    from scripts.convert_trocr_to_mlx import convert
+    from scripts.mlx_processor import load_mlx_processor
+
+    proc = load_mlx_processor(convert(saved, tmp_path / "mlx", verbose=False))
+    assert proc.process_image(inspect_module.sample_line_image(), max_new_tokens=32) == info["test_inference"]["text"]
 
 
 def test_inspect_offline_hub_id_says_so(tmp_path, monkeypatch, capsys):

@@ -170,17 +170,27 @@ def test_hf_export_round_trips(trained, manifest, tmp_path):
     trainer, _, out = trained
     trainer.save_model(out / "best")
     hf_dir = T.export_hf(out / "best", tmp_path / "hf")
+    # the layout the installed transformers writes itself (its own save_pretrained of model and processor)
+    ref_dir = tmp_path / "ref"
+    transformers.VisionEncoderDecoderModel.from_pretrained(hf_dir).save_pretrained(ref_dir)
+    transformers.TrOCRProcessor.from_pretrained(hf_dir).save_pretrained(ref_dir)
+    assert sorted(p.name for p in hf_dir.iterdir()) == sorted(p.name for p in ref_dir.iterdir())
     model = transformers.VisionEncoderDecoderModel.from_pretrained(hf_dir).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    improc = transformers.ViTImageProcessor.from_pretrained(hf_dir)
+    processor = transformers.TrOCRProcessor.from_pretrained(hf_dir)
     images = [T.Image.open(r["image"]).convert("RGB") for r in T.read_labels(manifest)]
-    pixel_values = improc(images=images, return_tensors="pt").pixel_values
+    pixel_values = processor(images=images, return_tensors="pt").pixel_values
     with torch.no_grad():
         ids = model.generate(pixel_values, max_length=trainer.max_target_length, num_beams=1, do_sample=False)
-    hf_texts = tok.batch_decode(ids, skip_special_tokens=True)
+    hf_texts = processor.batch_decode(ids, skip_special_tokens=True)
     ours = trainer.processor().process_batch(images, show_progress=False)
     assert hf_texts == ours
     assert sum(a == b for a, b in zip(ours, LINES)) >= 3  # it has learned to read, so the test is not vacuous
+    # and back: the export converts to an MLX model that reads the same
+    from scripts.convert_trocr_to_mlx import convert
+    from scripts.mlx_processor import load_mlx_processor
+
+    back = load_mlx_processor(convert(hf_dir, tmp_path / "mlx", verbose=False))
+    assert back.process_batch(images, show_progress=False) == ours
 
 
 def test_train_command_checkpoints_stops_on_time_and_resumes(tmp_path, manifest):
