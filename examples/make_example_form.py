@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a file: import the toolkit from the repo
 from scripts.forms import DEFAULT_TEMPLATE, Region, find_regions, load_font, red_mask, similarity_matrix  # noqa: E402
 from scripts.image_io import load_image  # noqa: E402
 from scripts.preprocessing import preprocess_page  # noqa: E402
-from scripts.synth_data import find_fonts, random_field_value  # noqa: E402
+from scripts.synth_data import find_fonts  # noqa: E402
 
 # ---- Configuration ---------------------------------------------------------------------------
 TEMPLATE = DEFAULT_TEMPLATE
@@ -40,13 +40,27 @@ SCAN_NAME = "filled_form_scan.png"
 RAW_NAME = "filled_form_scan_raw.jpg"
 TRUTH_NAME = "ground_truth.json"
 # What each box of the Bogotá template holds, by region number (reading order); sized to the boxes.
-FIELD_KINDS = {
-    1: "date",
-    2: "name", 3: "id_number", 4: "number", 5: "phone",
-    6: "address", 7: "date", 8: "number", 9: "email",
-    10: "name", 11: "id_number", 12: "phone",
-    13: "amount", 14: "amount", 15: "amount", 16: "amount", 17: "phrase",
-    18: "amount",
+# A fixed table, not drawn from the training text generator (scripts/text_sources.py), so that the example
+# stays independent of what the default model was trained on and does not change when training data does.
+FIELD_TEXTS = {
+    1: "14/2/2023",
+    2: "Natalia Adrián Echeverría Vargas",
+    3: "945047642-8",
+    4: "Ref. 2021-06747",
+    5: "(+57) 3593464892",
+    6: "Cl. 82A Bis Nro. 126Q-74, Bta.",
+    7: "02/11/48",
+    8: "No. 3",
+    9: "jperez@hotmail.com",
+    10: "GLORIA MONTAÑA HERNÁNDEZ",
+    11: "CC 1.077.895.470",
+    12: "(601) 4676031",
+    13: "COP 34.912",
+    14: "22,514.83",
+    15: "$ 131.837 COP",
+    16: "562559",
+    17: "Solicitud la salario los cigüeña las bilingüe",
+    18: "10256",
 }
 HEADER = "SECRETARÍA DISTRITAL DE HACIENDA · BOGOTÁ D.C. · FORMULARIO ÚNICO"
 PAPER = (246, 244, 238)
@@ -123,7 +137,7 @@ EXAMPLE_FONTS = ("Breip", "breipfont", "DancingScript-Bold", "DancingScript-Regu
                  "dkgBI", "dkgIt", "KaushanScript-Regular", "Kristi", "SteveHand")
 
 
-def fill_form(template=TEMPLATE, seed: int = SEED, kinds: Dict[int, str] = FIELD_KINDS):
+def fill_form(template=TEMPLATE, seed: int = SEED, texts: Dict[int, str] = FIELD_TEXTS):
     """The filled paper form in the template frame: printed outlines and header, handwritten fields.
     Returns (RGB page, {region number: text})."""
     regions = find_regions(template)
@@ -140,19 +154,15 @@ def fill_form(template=TEMPLATE, seed: int = SEED, kinds: Dict[int, str] = FIELD
     header_font = load_font(30)
     ImageDraw.Draw(page).text((130, 60), HEADER, font=header_font, fill=PRINT_INK + (255,))
 
-    texts = {}
+    written = {}
     for region in regions:
-        kind = kinds.get(region.number, "phrase")
-        # One generator per field: changing one field's kind leaves the others as they were.
+        text = texts[region.number]
+        # One generator per field: changing one field's text leaves the others as they were.
         rng = np.random.default_rng([seed, region.number])
-        for _ in range(20):  # a value too long for its box is replaced by another one
-            text = random_field_value(rng, kind)
-            if write_field(page, region, text, fonts, rng):
-                texts[region.number] = text
-                break
-        else:
-            raise RuntimeError(f"region {region.number}: no {kind} value fits a {region.inner[2]} px box")
-    return page.convert("RGB"), texts
+        if not write_field(page, region, text, fonts, rng):
+            raise RuntimeError(f"region {region.number}: {text!r} does not fit its {region.inner[2]} px box")
+        written[region.number] = text
+    return page.convert("RGB"), written
 
 
 def scan_displacement(size, regions: Sequence[Region], rng: np.random.Generator, margin: int = 4) -> np.ndarray:
