@@ -7,7 +7,7 @@ worked example and for calibrating the confidence (scripts/calibrate_confidence.
 
 Writes OUT/scans/form_NNN.png (binarized, as the handlers read them), OUT/truth/form_NNN.json
 ({region: text}, the handlers' --ground-truth format), and with --crops the field crops cut the way the
-pipeline cuts them (registered with forms.align_page, inside the outline, trimmed to the ink) in OUT/crops/
+pipeline cuts them (registered with alignment.align_page, inside the outline, trimmed to the ink) in OUT/crops/
 with OUT/manifest.csv (image, text, font, kind, form, region: the trainer's and the calibration tool's
 manifest format).
 
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from scripts import forms
+from scripts import alignment, forms
 from scripts.image_io import load_image
 
 # File-name prefixes of the font families drawn with (under /usr/share/fonts); handwriting-like first.
@@ -265,7 +265,7 @@ def make_forms(out, n: int, seed: int, template=forms.DEFAULT_TEMPLATE, crops: b
         (out / "truth" / f"{name}.json").write_text(json.dumps(
             {str(k): v["text"] for k, v in sorted(truth.items())}, ensure_ascii=False, indent=1), encoding="utf-8")
         if crops:
-            aligned = forms.align_page(scan, template).aligned
+            aligned = alignment.align_page(scan, template).aligned
             for region, crop in zip(regions, forms.crop_regions(aligned, regions, inner=True, trim=True)):
                 if region.number not in truth:
                     continue
