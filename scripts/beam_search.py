@@ -93,7 +93,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
     eos_col = None
     key = mx.random.key(cfg.seed) if (cfg.do_sample and cfg.seed is not None) else None
     while True:
-        logits, keys, values = step_fn(tokens, mx.array(cur_len - 1, dtype=mx.int32), cross_kv, keys, values, index)
+        logits, keys, values = step_fn(tokens, cur_len - 1, cross_kv, keys, values, index)
         if vocab is None:
             vocab = logits.shape[-1]
             eos_col = (mx.arange(vocab) == eos)[None]

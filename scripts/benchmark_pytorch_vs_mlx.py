@@ -12,7 +12,13 @@ Two ways to get models:
     N tokens (min_new_tokens = max_new_tokens = N), so the timings compare the same work.
 
 Timing covers generation from preprocessed pixel values (the preprocessing is shared and identical);
-each batch size runs the whole image set `--repeats` times after `--warmup` untimed batches.
+each batch size runs the whole image set `--repeats` times after `--warmup` untimed batches (a batch size
+larger than the image set runs one full batch, the images repeated).
+
+--quantize 8,4 adds MLX rows for the model quantized in memory to those bits (mlx_models.quantize_model,
+groups of --group-size): weight size, lines/s, and agreement with the float MLX model's output (and with
+transformers'). On random weights (--random-trocr-base) near-tied logits make quantized tokens drift from
+the float ones quickly; the agreement is meaningful on a trained checkpoint.
 Texts: with real checkpoints both frameworks' token ids are decoded with the checkpoint's tokenizer;
 with --random-trocr-base there is no tokenizer, so "texts" are token-id sequences and the CER is a
 token error rate.
@@ -204,8 +210,9 @@ class Setup:
         return self.torch_load_cpu + time.perf_counter() - t0
 
     # -- MLX --------------------------------------------------------------------------------------
-    def load_mlx(self):
-        """MLX model (+ processor for real checkpoints); returns load time in seconds."""
+    def load_mlx(self, quantize: Optional[int] = None):
+        """MLX model (+ processor for real checkpoints), quantized to `quantize` bits when given; returns
+        load time in seconds (quantizing included)."""
         import mlx.core as mx
 
         t0 = time.perf_counter()
@@ -224,8 +231,17 @@ class Setup:
 
             self.processor = load_mlx_processor(self.args.mlx_model, dtype=self.args.dtype)
             self.mlx_model = self.processor.model
+        if quantize:
+            from scripts.mlx_models import quantize_model
+
+            quantize_model(self.mlx_model, bits=quantize, group_size=self.args.group_size)
         mx.eval(self.mlx_model.parameters())
         return time.perf_counter() - t0
+
+    def mlx_weight_bytes(self) -> int:
+        from mlx.utils import tree_flatten
+
+        return sum(v.nbytes for _, v in tree_flatten(self.mlx_model.parameters()))
 
     def preprocess(self, images) -> np.ndarray:
         """(N, H, W, 3) float32, transformers' ViTImageProcessor numerics (our port of it)."""
@@ -289,10 +305,11 @@ def time_framework(name: str, runner, setup: Setup, pixels: np.ndarray, batch_si
 
     a = setup.args
     detail, sequences = {}, None
-    n = len(pixels)
     for bs in batch_sizes:
+        lines = pixels if len(pixels) >= bs else np.resize(pixels, (bs,) + pixels.shape[1:])  # one full batch
+        n = len(lines)
         for _ in range(warmup):
-            runner(setup, pixels[:bs], bs)
+            runner(setup, lines[:bs], bs)
         if name == "pytorch" and a.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         if name == "mlx":
@@ -304,9 +321,10 @@ def time_framework(name: str, runner, setup: Setup, pixels: np.ndarray, batch_si
                 sync(a.device)
                 t0 = time.perf_counter()
                 for start in range(0, n, bs):
-                    seqs.extend(runner(setup, pixels[start:start + bs], bs))
+                    seqs.extend(runner(setup, lines[start:start + bs], bs))
                 sync(a.device)
                 times.append(time.perf_counter() - t0)
+        seqs = seqs[:len(pixels)]  # the image set once (a larger batch repeats it)
         best, mean = min(times), float(np.mean(times))
         row = {"batch_size": bs, "lines": n, "repeats": repeats, "total_time": mean, "best_total_time": best,
                "avg_time": mean / n, "throughput": n / mean, "peak_rss_mb": rss.peak}
@@ -336,7 +354,7 @@ def environment(args) -> dict:
     import torch
     import transformers
 
-    env = {"python": platform.python_version(), "mlx": mx.__version__, "torch": torch.__version__,
+    env = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(), "mlx": mx.__version__, "torch": torch.__version__,
            "transformers": transformers.__version__, "mlx_device": str(mx.default_device()),
            "torch_device": args.device, "cpu": cpu_name(), "cpu_count": os.cpu_count()}
     if args.device == "cuda":
@@ -358,6 +376,7 @@ def run_benchmark(args) -> dict:
     import torch
 
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b]
+    quantize_bits(args.quantize)  # a bad --quantize fails now, not after the float runs
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_grad_enabled(False)
@@ -385,6 +404,7 @@ def run_benchmark(args) -> dict:
                          "peak_memory_mb": max(d["peak_memory_mb"] for d in detail.values())}
         outputs[name] = seqs
         gc.collect()
+    results["mlx"]["weight_mb"] = setup.mlx_weight_bytes() / 2**20
     ref, ours = setup.texts(outputs["pytorch"]), setup.texts(outputs["mlx"])
     results["accuracy"] = agreement(ref, ours)
     results["accuracy"]["compared_as"] = "token sequences" if setup.processor is None else "texts"
@@ -393,7 +413,46 @@ def run_benchmark(args) -> dict:
         str(bs): {"throughput_mlx_over_pytorch": results["mlx"]["inference"]["per_batch_size"][str(bs)]["throughput"]
                   / results["pytorch"]["inference"]["per_batch_size"][str(bs)]["throughput"]}
         for bs in batch_sizes}
+    save_json(results, args.output, partial=True)  # the float rows are safe if a quantized run fails or is cut off
+    for bits in quantize_bits(args.quantize):
+        name = f"mlx_q{bits}"
+        try:
+            del setup.mlx_model
+            gc.collect()
+            load = setup.load_mlx(quantize=bits)
+            print(f"{name}: {bits}-bit, groups of {args.group_size}, {setup.mlx_weight_bytes() / 2**20:.0f} MB", flush=True)
+            detail, seqs = time_framework("mlx", run_mlx, setup, pixels, batch_sizes, args.warmup, args.repeats)
+        except Exception as e:  # e.g. a backend without quantized kernels: say so, keep the other rows
+            print(f"{name}: failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+            results[name] = {"bits": bits, "group_size": args.group_size, "error": f"{type(e).__name__}: {e}"}
+            continue
+        first = detail[str(batch_sizes[0])]
+        results[name] = {"load_time": load, "bits": bits, "group_size": args.group_size,
+                         "weight_mb": setup.mlx_weight_bytes() / 2**20,
+                         "inference": {"avg_time": first["avg_time"], "throughput": first["throughput"],
+                                       "batch_size": batch_sizes[0], "per_batch_size": detail},
+                         "peak_memory_mb": max(d["peak_memory_mb"] for d in detail.values()),
+                         "agreement_vs_mlx_float": agreement(setup.texts(outputs["mlx"]), setup.texts(seqs)),
+                         "agreement_vs_pytorch": agreement(setup.texts(outputs["pytorch"]), setup.texts(seqs))}
+        save_json(results, args.output, partial=True)
+        gc.collect()
     return results
+
+
+def save_json(results: dict, path, partial: bool = False) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**results, "partial": partial}, indent=2))
+
+
+def quantize_bits(spec) -> list[int]:
+    from scripts.mlx_models import QUANTIZE_BITS
+
+    bits = [int(b) for b in str(spec or "").split(",") if b]
+    bad = [b for b in bits if b not in QUANTIZE_BITS]
+    if bad:
+        raise SystemExit(f"--quantize: bits must be among {QUANTIZE_BITS}, got {bad}")
+    return bits
 
 
 def _show(text):
@@ -419,6 +478,20 @@ def print_table(results: dict) -> None:
     acc = results["accuracy"]
     print(f"agreement ({acc['compared_as']}): {acc['exact_matches']}/{acc['total']} exact "
           f"({acc['match_rate']:.1%}), CER {acc['cer']:.4f}")
+    quantized = [k for k in results if k.startswith("mlx_q")]
+    if quantized:
+        print(f"\n{'MLX weights':22s}{'MB':>10s}" + "".join(f"{'b%d lines/s' % bs:>14s}" for bs in results["config"]["batch_sizes"])
+              + f"{'vs float MLX':>16s}{'CER':>8s}")
+        for name in ["mlx"] + quantized:
+            r = results[name]
+            if "error" in r:
+                print(f"{r['bits']}-bit: failed ({r['error']})")
+                continue
+            label = "float (" + results["config"]["dtype"] + ")" if name == "mlx" else f"{r['bits']}-bit, group {r['group_size']}"
+            rates = "".join(f"{r['inference']['per_batch_size'][str(bs)]['throughput']:14.2f}" for bs in results["config"]["batch_sizes"])
+            a = r.get("agreement_vs_mlx_float")
+            match = f"{a['exact_matches']:>9d}/{a['total']:<6d}{a['cer']:8.4f}" if a else f"{'(reference)':>16s}{'':8s}"
+            print(f"{label:22s}{r['weight_mb']:10.1f}{rates}{match}")
 
 
 def write_chart(results: dict, path) -> None:
@@ -461,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=1, help="untimed batches per batch size")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes over all images per batch size")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch device")
+    ap.add_argument("--quantize", help="also time MLX quantized to these bits, e.g. 8,4 (compared with float MLX)")
+    ap.add_argument("--group-size", type=int, default=64, help="quantization group size (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="benchmark_results.json", help="JSON results")
     ap.add_argument("--chart", help="PNG chart (default: --output with .png)")

@@ -13,6 +13,14 @@ model.safetensors, pytorch_model.bin or their sharded forms (*.index.json).
 
     python scripts/convert_trocr_to_mlx.py --input microsoft/trocr-base-handwritten --output models/mlx/trocr-base-handwritten
     python scripts/convert_trocr_to_mlx.py --input models/pytorch/my-finetune --output models/mlx/my-finetune --dtype float16
+    python scripts/convert_trocr_to_mlx.py --input microsoft/trocr-base-handwritten --output models/mlx/trocr-base-q4 \
+        --dtype float16 --quantize 4 --group-size 64
+
+--quantize 8|4 quantizes the Linear layers with MLX's affine quantization (nn.quantize, one scale and bias
+per group of --group-size input weights); config.json then has a "quantization" entry that names what
+stays float (embeddings, patch convolution, layer norms, a tied output projection). load_model, the
+handlers and the batch processor read such a folder like any other. A quantized model cannot be exported
+back to transformers; keep the float conversion for that.
 """
 
 from __future__ import annotations
@@ -30,13 +38,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten
 
-from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
-from scripts.weights import check_and_load, hf_to_mlx, read_hf_state_dict, resolve_checkpoint
+from scripts.mlx_models import DTYPES, GROUP_SIZES, QUANTIZE_BITS, TrOCR, TrOCRConfig, quantize_model
+from scripts.weights import check_and_load, hf_to_mlx, model_state, read_hf_state_dict, resolve_checkpoint
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
 GENERATION_KEYS = ["max_length", "max_new_tokens", "min_length", "num_beams", "length_penalty", "early_stopping",
@@ -198,8 +206,10 @@ def generation_defaults(src: Path, config: dict) -> dict:
     return gen
 
 
-def convert(source, output, dtype: str = None, fmt: str = "safetensors", verbose: bool = True) -> Path:
-    """Library entry point: convert `source` (folder or hub id) into `output`. Returns the output folder."""
+def convert(source, output, dtype: str = None, fmt: str = "safetensors", verbose: bool = True,
+            quantize: Optional[int] = None, group_size: int = 64) -> Path:
+    """Library entry point: convert `source` (folder or hub id) into `output`. Returns the output folder.
+    `quantize` (8 or 4 bits) quantizes the Linear layers after the dtype cast (see mlx_models.quantize_model)."""
     t0 = time.perf_counter()
     if fmt not in ("safetensors", "npz"):
         raise ValueError(f"--format must be safetensors or npz, got {fmt!r}")
@@ -215,10 +225,13 @@ def convert(source, output, dtype: str = None, fmt: str = "safetensors", verbose
         weights = hf_to_mlx(read_hf_state_dict(src), config)
         model = TrOCR(config)
         check_and_load(model, weights, source=f"cannot convert {src}", dtype=dtype)
+        n_params = sum(v.size for v in weights.values())
+        if quantize:
+            hf_config = {**hf_config, "quantization": quantize_model(model, bits=quantize, group_size=group_size)}
 
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
-        flat = dict(tree_flatten(model.parameters()))
+        flat = model_state(model)  # transformers' layout (separate q/k/v), whatever the model fuses
         for stale in ("model.safetensors", "weights.npz"):
             (out / stale).unlink(missing_ok=True)
         if fmt == "safetensors":
@@ -230,10 +243,14 @@ def convert(source, output, dtype: str = None, fmt: str = "safetensors", verbose
         shutil.rmtree(out / "processor", ignore_errors=True)
         shutil.copytree(Path(tmp) / "processor", out / "processor")
     if verbose:
-        n = sum(v.size for v in flat.values())
         stored = next(iter(flat.values())).dtype
-        print(f"converted {source} -> {out} ({len(flat)} tensors, {n / 1e6:.1f}M parameters, {stored}, "
-              f"{fmt}) in {time.perf_counter() - t0:.1f}s")
+        size = sum(v.nbytes for v in flat.values())
+        print(f"converted {source} -> {out} ({len(flat)} tensors, {n_params / 1e6:.1f}M parameters, "
+              f"{stored}, {size / 2**20:.1f} MiB, {fmt}) in {time.perf_counter() - t0:.1f}s")
+        q = hf_config.get("quantization")
+        if q:
+            print(f"quantized to {q['bits']} bits, groups of {q['group_size']} (MLX affine); left in float: "
+                  + "; ".join(q["float"]))
         for note in notes:
             print(f"  {note}")
     return out
@@ -251,9 +268,15 @@ def main(argv=None) -> int:
                     help="store weights in this dtype (default: as in the checkpoint)")
     ap.add_argument("--format", choices=["safetensors", "npz"], default="safetensors",
                     help="weight file: model.safetensors (default) or weights.npz")
+    ap.add_argument("--quantize", type=int, choices=QUANTIZE_BITS,
+                    help="quantize the Linear layers to this many bits (MLX affine quantization); embeddings, "
+                         "the patch convolution and layer norms stay float")
+    ap.add_argument("--group-size", type=int, choices=GROUP_SIZES, default=64,
+                    help="input weights per quantization scale/bias (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
-        convert(args.input, args.output, dtype=args.dtype, fmt=args.format)
+        convert(args.input, args.output, dtype=args.dtype, fmt=args.format, quantize=args.quantize,
+                group_size=args.group_size)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -103,8 +103,8 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         for step in range(total - 1):
             ban_eos = mx.array(step + 1 < min_total)
             tokens, keys, values, unfinished, logprob_sum, logprob_min, n_generated, done = greedy(
-                tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values, unfinished, logprob_sum,
-                logprob_min, n_generated, ban_eos, ids)
+                tokens, step, cross_kv, keys, values, unfinished, logprob_sum, logprob_min, n_generated,
+                ban_eos, ids)
             generated.append(tokens)
             mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, keys, values)
             if pending_done is not None and pending_done.item():
@@ -116,7 +116,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         eos_col = None
         for step in range(total - 1):
             cur_len = step + 1
-            logits, keys, values = step_fn(tokens, mx.array(step, dtype=mx.int32), cross_kv, keys, values)
+            logits, keys, values = step_fn(tokens, step, cross_kv, keys, values)
             if cur_len < min_total:
                 if eos_col is None:
                     eos_col = (mx.arange(logits.shape[-1]) == cfg.eos_token_id)[None]

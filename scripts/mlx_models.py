@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from scripts.weights import DTYPES, check_and_load  # noqa: F401  (DTYPES: part of this module's API)
+from scripts.weights import DTYPES, check_and_load, checkpoint_names  # noqa: F401  (DTYPES: part of this module's API)
 
 # transformers' ACT2FN names -> MLX functions. "gelu" is the exact (erf) GELU; the tanh forms are
 # gelu_new / gelu_fast / gelu_pytorch_tanh, which MLX calls gelu_approx.
@@ -163,6 +163,7 @@ class TrOCRConfig:
     pad_token_id: int = 1
     eos_token_id: int = 2
     hf_config: dict = field(default_factory=dict, repr=False)  # the original config.json, kept for export
+    quantization: Optional[dict] = None  # {"bits", "group_size", "mode", "float"} for a quantized model
 
     @classmethod
     def from_hf(cls, d: dict) -> "TrOCRConfig":
@@ -189,6 +190,7 @@ class TrOCRConfig:
             pad_token_id=top("pad_token_id", dec.pad_token_id),
             eos_token_id=eos[0] if isinstance(eos, list) else eos,
             hf_config=d,
+            quantization=d.get("quantization"),
         )
 
     @classmethod
@@ -214,33 +216,50 @@ class TrOCRConfig:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections (both ViT and TrOCR use this shape)."""
+    """Multi-head attention, with the projections that see the same input run as one matmul.
 
-    def __init__(self, dims: int, num_heads: int, kv_dims: Optional[int] = None, qkv_bias: bool = True):
+    Self-attention (`cross=False`) projects q, k and v with one `qkv_proj`; cross-attention projects q
+    from the decoder with `q_proj` and k, v from the encoder states with one `kv_proj` (once per image).
+    Checkpoints keep transformers' separate q/k/v weights: `weights.fuse_projections` joins their rows
+    at load time and `weights.split_projections` takes them apart again for saving and export.
+    """
+
+    def __init__(self, dims: int, num_heads: int, kv_dims: Optional[int] = None, qkv_bias: bool = True,
+                 cross: bool = False):
         super().__init__()
         if dims % num_heads:
             raise ValueError(f"hidden size {dims} is not divisible by {num_heads} attention heads")
-        kv_dims = kv_dims or dims
         self.num_heads = num_heads
         self.head_dim = dims // num_heads
         self.scale = self.head_dim**-0.5
-        self.q_proj = nn.Linear(dims, dims, bias=qkv_bias)
-        self.k_proj = nn.Linear(kv_dims, dims, bias=qkv_bias)
-        self.v_proj = nn.Linear(kv_dims, dims, bias=qkv_bias)
+        if cross:
+            self.q_proj = nn.Linear(dims, dims, bias=qkv_bias)
+            self.kv_proj = nn.Linear(kv_dims or dims, 2 * dims, bias=qkv_bias)
+        else:
+            self.qkv_proj = nn.Linear(dims, 3 * dims, bias=qkv_bias)
         self.out_proj = nn.Linear(dims, dims, bias=True)
 
-    def split_heads(self, x: mx.array) -> mx.array:
+    def split_heads(self, x: mx.array, parts: int) -> mx.array:
+        """(B, N, parts * dims) -> (parts, B, heads, N, head_dim): views, no copy."""
         b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return x.reshape(b, n, parts, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
 
-    def project_kv(self, x: mx.array) -> tuple[mx.array, mx.array]:
-        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+    def qkv(self, x: mx.array) -> mx.array:
+        return self.split_heads(self.qkv_proj(x), 3)
 
-    def attend(self, x: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
-        b, n, d = x.shape
-        q = self.split_heads(self.q_proj(x))
+    def query(self, x: mx.array) -> mx.array:
+        return self.split_heads(self.q_proj(x), 1)[0]
+
+    def project_kv(self, memory: mx.array) -> tuple[mx.array, mx.array]:
+        k, v = self.split_heads(self.kv_proj(memory), 2)
+        return k, v
+
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
+        """Attention of q over k, v, then the output projection. `mask` is None or "causal": MLX's fused
+        attention kernels take those (an array mask sends a one-token step to the unfused fallback)."""
+        b, _, n, _ = q.shape
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.out_proj(o.transpose(0, 2, 1, 3).reshape(b, n, d))
+        return self.out_proj(o.transpose(0, 2, 1, 3).reshape(b, n, -1))
 
 
 class EncoderLayer(nn.Module):
@@ -256,9 +275,8 @@ class EncoderLayer(nn.Module):
         self.act = activation(cfg.hidden_act)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = self.norm1(x)
-        k, v = self.attn.project_kv(h)
-        x = x + self.attn.attend(h, k, v)
+        q, k, v = self.attn.qkv(self.norm1(x))
+        x = x + self.attn.attend(q, k, v)
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 
@@ -320,34 +338,43 @@ class DecoderLayer(nn.Module):
         d = cfg.d_model
         self.self_attn = Attention(d, cfg.decoder_attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(d)
-        self.encoder_attn = Attention(d, cfg.decoder_attention_heads, kv_dims=cross_dims)
+        self.encoder_attn = Attention(d, cfg.decoder_attention_heads, kv_dims=cross_dims, cross=True)
         self.encoder_attn_layer_norm = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, cfg.decoder_ffn_dim)
         self.fc2 = nn.Linear(cfg.decoder_ffn_dim, d)
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = activation(cfg.activation_function)
 
-    def __call__(self, x, self_kv, cross_kv, mask):
-        x = self.self_attn_layer_norm(x + self.self_attn.attend(x, *self_kv, mask=mask))
-        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(x, *cross_kv))
+    def __call__(self, x, cross_kv, cache: Optional["KVCache"] = None, offset: int = 0):
+        """x (B, N, d) at positions offset..offset+N-1. With a cache, k/v are written into it and the
+        queries attend over every position up to their own; without one, N > 1 is a causal pass."""
+        q, k, v = self.self_attn.qkv(x)
+        if cache is not None:
+            k, v = cache.update(k, v, offset)
+        mask = "causal" if x.shape[1] > 1 else None  # bottom-right aligned: query i sees keys <= offset + i
+        x = self.self_attn_layer_norm(x + self.self_attn.attend(q, k, v, mask=mask))
+        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(self.encoder_attn.query(x), *cross_kv))
         return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
 
 
 class KVCache:
-    """Preallocated self-attention keys/values for one layer: shapes stay fixed, so steps compile once.
+    """Preallocated self-attention keys/values for one layer (B, heads, max_len, head_dim).
 
-    `offset` is how many positions are filled; `update` writes the new positions in place.
+    `update` writes positions offset..offset+N-1 and returns the filled part (a view), so attention
+    needs no mask over unfilled positions and a one-token step runs MLX's fused vector kernel.
     """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype):
         self.keys = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
         self.values = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
 
-    def update(self, k: mx.array, v: mx.array, offset: mx.array) -> tuple[mx.array, mx.array]:
-        start = offset.astype(mx.int32).reshape(1)
-        self.keys = mx.slice_update(self.keys, k.astype(self.keys.dtype), start, axes=(2,))
-        self.values = mx.slice_update(self.values, v.astype(self.values.dtype), start, axes=(2,))
-        return self.keys, self.values
+    def update(self, k: mx.array, v: mx.array, offset: int) -> tuple[mx.array, mx.array]:
+        end = offset + k.shape[2]
+        if end > self.keys.shape[2]:
+            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; step writes up to {end}")
+        self.keys[:, :, offset:end] = k.astype(self.keys.dtype)
+        self.values[:, :, offset:end] = v.astype(self.values.dtype)
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
     @classmethod
     def from_arrays(cls, keys: mx.array, values: mx.array) -> "KVCache":
@@ -376,17 +403,17 @@ class TextDecoder(nn.Module):
         if not cfg.tie_word_embeddings:
             self.output_projection = nn.Linear(d, cfg.vocab_size, bias=False)
 
-    def positions(self, tokens: mx.array, offset) -> mx.array:
+    def positions(self, tokens: mx.array, offset: int) -> mx.array:
         n = tokens.shape[1]
-        pos = mx.arange(n) + offset
         if self.cfg.use_learned_position_embeddings:
-            return self.embed_positions(pos + 2)[None]
+            # transformers' TrOCRLearnedPositionalEmbedding: rows offset+2 .. offset+n+1 (a slice, not a gather)
+            return self.embed_positions.weight[offset + 2:offset + 2 + n][None]
         # fairseq-style: positions count from padding_idx + 1, and pad tokens get the (zero) pad row.
         pad = self.cfg.pad_token_id
-        idx = mx.where(tokens != pad, pos[None] + pad + 1, pad)
+        idx = mx.where(tokens != pad, mx.arange(offset + pad + 1, offset + pad + 1 + n)[None], pad)
         return self._sinusoidal[idx].astype(self.embed_tokens.weight.dtype)  # gather, then cast: not the whole table per step
 
-    def embed(self, tokens: mx.array, offset=0) -> mx.array:
+    def embed(self, tokens: mx.array, offset: int = 0) -> mx.array:
         x = self.embed_tokens(tokens) * self.embed_scale + self.positions(tokens, offset)
         if self.cfg.layernorm_embedding:
             x = self.layernorm_embedding(x)
@@ -401,27 +428,15 @@ class TextDecoder(nn.Module):
         """Cross-attention keys/values for every layer: computed once per image, reused every step."""
         return [layer.encoder_attn.project_kv(memory) for layer in self.layers]
 
-    def __call__(self, tokens: mx.array, cross_kv, cache: Optional[list[KVCache]] = None, offset=0) -> mx.array:
-        """Logits for `tokens` (B, L) at positions offset..offset+L-1.
+    def __call__(self, tokens: mx.array, cross_kv, cache: Optional[list[KVCache]] = None, offset: int = 0) -> mx.array:
+        """Logits for `tokens` (B, L) at positions offset..offset+L-1 (offset: a Python int).
 
-        Without a cache the whole sequence is run with a causal mask (training, scoring); with one,
-        keys/values are written into the cache and queries see every position up to their own.
+        Without a cache the whole sequence is run causally (training, scoring); with one, keys/values
+        are written into the cache and queries see every position up to their own.
         """
         x = self.embed(tokens, offset)
-        n = tokens.shape[1]
-        if cache is None:
-            mask = nn.MultiHeadAttention.create_additive_causal_mask(n).astype(x.dtype) if n > 1 else None
-            for layer, ckv in zip(self.layers, cross_kv):
-                x = layer(x, layer.self_attn.project_kv(x), ckv, mask)
-            return self.logits(x)
-        max_len = cache[0].keys.shape[2]
-        q_pos = mx.arange(n) + offset
-        visible = mx.arange(max_len)[None, :] <= q_pos[:, None]
-        mask = mx.where(visible, mx.array(0.0, dtype=x.dtype), mx.array(-mx.inf, dtype=x.dtype))
-        offset_arr = offset if isinstance(offset, mx.array) else mx.array(offset)
-        for layer, ckv, c in zip(self.layers, cross_kv, cache):
-            k, v = layer.self_attn.project_kv(x)
-            x = layer(x, c.update(k, v, offset_arr), ckv, mask)
+        for layer, ckv, c in zip(self.layers, cross_kv, cache or [None] * len(self.layers)):
+            x = layer(x, ckv, c, offset)
         return self.logits(x)
 
 
@@ -452,13 +467,15 @@ class TrOCR(nn.Module):
         return [KVCache(batch, d.decoder_attention_heads, max_len, head_dim, self.dtype) for _ in range(d.decoder_layers)]
 
     def decode_step(self, compiled: bool = True):
-        """A one-token decoder step in functional form, compiled once per model (and per shape):
+        """A one-token decoder step in functional form, compiled once per model (and per shape and position):
 
-            step(tokens (B, 1) int32, offset 0-d int32, cross_kv, keys, values, index=None)
+            step(tokens (B, 1) int32, offset int, cross_kv, keys, values, index=None)
                 -> (next-token logits (B, vocab) float32, keys, values)
 
         `keys`/`values` are the per-layer cache buffers (see `make_cache`); they go in and come back
         updated, so the compiled graph holds no hidden state (the mlx-lm pattern, made explicit).
+        `offset` is a Python int, a constant of the compiled graph: attention then runs over exactly the
+        filled offset + 1 positions with no mask (MLX's fused one-query kernel), one graph per position.
         `index` (B,) reorders the cache rows first (beam search) inside the same compiled graph.
         The weights are declared as implicit inputs, so reloading or casting them is picked up.
         """
@@ -495,12 +512,63 @@ class TrOCR(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
+# Quantization: MLX's affine quantization (nn.quantize) of the Linear layers
+# --------------------------------------------------------------------------------------------------
+
+QUANTIZE_BITS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+
+
+def quantize_model(model: TrOCR, bits: int = 8, group_size: int = 64) -> dict:
+    """Quantize the model's Linear layers in place; returns the config.json "quantization" entry.
+
+    Every Linear whose input width is a multiple of `group_size` is quantized (q/k/v, attention outputs,
+    feed-forward, enc_to_dec_proj, an untied output projection). What stays float is listed under "float":
+    the token and position embeddings, the patch-embedding convolution, the [cls]/[dist] tokens and encoder
+    positions, the layer norms, a tied output projection (it is the token embedding), and any Linear whose
+    width does not divide into groups.
+    """
+    if bits not in QUANTIZE_BITS:
+        raise ValueError(f"bits must be one of {QUANTIZE_BITS}, got {bits}")
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+    skipped = []
+
+    def predicate(path, module):
+        if not isinstance(module, nn.Linear):
+            return False
+        if module.weight.shape[1] % group_size:
+            skipped.append(path)
+            return False
+        return True
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
+    float_parts = ["token embedding", "position embeddings", "patch embedding (conv)",
+                   "[cls]/[dist] tokens and encoder positions", "layer norms"]
+    if model.config.decoder.tie_word_embeddings:
+        float_parts.append("output projection (tied to the token embedding)")
+    float_parts += [f"{p} (input width not a multiple of {group_size})" for p in skipped]
+    model.config.quantization = {"bits": bits, "group_size": group_size, "mode": "affine", "float": float_parts}
+    return model.config.quantization
+
+
+def _quantize_like(model: TrOCR, quantization: dict, weights: dict) -> None:
+    """Before loading a quantized checkpoint: quantize exactly the layers it stores quantized."""
+    def stored_quantized(path, module):
+        return isinstance(module, nn.Linear) and all(n in weights for n in checkpoint_names(f"{path}.scales"))
+
+    nn.quantize(model, group_size=quantization["group_size"], bits=quantization["bits"],
+                mode=quantization.get("mode", "affine"), class_predicate=stored_quantized)
+
+
+# --------------------------------------------------------------------------------------------------
 # Loading our converted format
 # --------------------------------------------------------------------------------------------------
 
 
 def load_model(path, dtype: Optional[str] = None) -> TrOCR:
-    """Load a converted model folder (config.json + model.safetensors or weights.npz).
+    """Load a converted model folder (config.json + model.safetensors or weights.npz), quantized or not
+    (a quantized one has a "quantization" entry in config.json, see quantize_model).
 
     `dtype` ("float32" / "float16" / "bfloat16") casts the floating weights; None keeps the stored dtype,
     except that half-precision weights are widened to float32 when MLX runs on the CPU.
@@ -523,6 +591,8 @@ def load_model(path, dtype: Optional[str] = None) -> TrOCR:
     else:
         weights = mx.load(str(weight_file))
     model = TrOCR(config)
+    if config.quantization:
+        _quantize_like(model, config.quantization, weights)
     if dtype is None and mx.default_device() == mx.cpu:
         # float16/bfloat16 matmuls have no BLAS path on the CPU backend and run many times slower
         # than float32 there; a half-precision model (like the bundled one) is widened on CPU.

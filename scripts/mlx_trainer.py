@@ -66,7 +66,7 @@ from PIL import Image
 
 from scripts.metrics import cer, wer  # imported here: a missing rapidfuzz fails at start, not at the first validation
 from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
-from scripts.weights import check_and_load, mlx_to_hf
+from scripts.weights import check_and_load, fuse_projections, mlx_to_hf, split_projections
 
 SHARD_BYTES = 15 * 2**20  # weight files above this are split (the repo keeps files under 16 MB)
 
@@ -180,6 +180,7 @@ def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: P
     """Our MLX model folder: config.json, model weights (sharded when large), generation_config.json, processor/."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    flat = split_projections(flat)  # the model's fused q/k/v -> transformers' separate weights on disk
     if dtype is not None:
         flat = {k: v.astype(DTYPES[dtype]) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in flat.items()}
     save_sharded(folder, "model", flat)
@@ -590,12 +591,15 @@ class Trainer:
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.save_model(tmp)
-        opt = {}
+        opt, moments = {}, {}
         for k, v in self.optimizer.state.items():
             if isinstance(v, dict):
-                opt.update({f"{k}::{sub}": a for sub, a in v.items()})
+                for sub, a in v.items():
+                    moments.setdefault(sub, {})[k] = a
             else:
                 opt[k] = v
+        for sub, per_param in moments.items():  # in the weights' checkpoint layout (separate q/k/v)
+            opt.update({f"{k}::{sub}": a for k, a in split_projections(per_param).items()})
         save_sharded(tmp, "optimizer", opt)
         state = {"step": self.step, "best_cer": self.best_cer, "history": self.history, "seed": self.seed,
                  "lr": self.lr, "warmup": self.warmup, "total_steps": self.total_steps, "dtype": self.dtype,
@@ -620,13 +624,16 @@ class Trainer:
             flat = None
         self.optimizer.init(self.master)
         if flat is not None:
-            state = self.optimizer.state
+            state, moments = self.optimizer.state, {}
             for k, v in flat.items():
                 if "::" in k:
                     name, sub = k.split("::")
-                    state[name][sub] = v
+                    moments.setdefault(sub, {})[name] = v
                 else:
                     state[k] = v
+            for sub, per_param in moments.items():
+                for name, v in fuse_projections(per_param, self.master).items():
+                    state[name][sub] = v
         ts = json.loads((folder / "trainer_state.json").read_text())
         self.step, self.best_cer, self.history = ts["step"], ts.get("best_cer", float("inf")), ts.get("history", self.history)
         self._build_steps()  # the compiled update must see the new master/optimizer containers

@@ -108,9 +108,59 @@ def hf_to_mlx(state: dict, config) -> dict[str, mx.array]:
     return out
 
 
-def mlx_to_hf(weights: dict, config) -> dict[str, np.ndarray]:
-    """Our MLX weights -> transformers 5.x state dict (numpy, float32), for export."""
+# --------------------------------------------------------------------------------------------------
+# Fused attention projections: the model runs q/k/v (self-attention) and k/v (cross-attention) as one
+# matmul each; checkpoints keep transformers' separate weights. Fusing stacks their rows (in order
+# q, k, v), so it is exact and reversible; quantized weights (weight/scales/biases rows) split the same way.
+# --------------------------------------------------------------------------------------------------
+
+_FUSED = re.compile(r"^(?P<m>.+)\.(?P<proj>qkv_proj|kv_proj)\.(?P<p>weight|bias|scales|biases)$")
+_PARTS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "kv_proj": ("k_proj", "v_proj")}
+
+
+def checkpoint_names(name: str) -> list[str]:
+    """The checkpoint names a model weight is saved under: `X.qkv_proj.P` -> `X.q_proj.P`, `X.k_proj.P`,
+    `X.v_proj.P`; `X.kv_proj.P` -> `X.k_proj.P`, `X.v_proj.P`; any other name -> itself."""
+    m = _FUSED.match(name)
+    if m is None:
+        return [name]
+    return [f"{m['m']}.{part}.{m['p']}" for part in _PARTS[m["proj"]]]
+
+
+def split_projections(weights: dict) -> dict:
+    """Fused weights -> the checkpoint's separate ones (rows in order q, k, v); others pass through."""
     out = {}
+    for name, value in weights.items():
+        parts = checkpoint_names(name)
+        pieces = [value] if len(parts) == 1 else mx.split(value, len(parts), axis=0)
+        out.update(zip(parts, pieces))
+    return out
+
+
+def fuse_projections(weights: dict, fused_names) -> dict:
+    """The inverse of split_projections for the fused names the model has (`fused_names`): the parts
+    are concatenated; a fused weight already present is kept. Parts that are missing stay missing."""
+    out = dict(weights)
+    for name in fused_names:
+        parts = checkpoint_names(name)
+        if len(parts) > 1 and name not in out and all(p in out for p in parts):
+            out[name] = mx.concatenate([out.pop(p) for p in parts], axis=0)
+    return out
+
+
+def model_state(model) -> dict:
+    """The model's weights in the checkpoint layout (separate q/k/v), ready to save or export."""
+    return split_projections(dict(tree_flatten(model.parameters())))
+
+
+def mlx_to_hf(weights: dict, config) -> dict[str, np.ndarray]:
+    """Our MLX weights (fused or not) -> transformers 5.x state dict (numpy, float32), for export."""
+    out = {}
+    weights = split_projections(weights)
+    quantized = sorted(k for k in weights if k.endswith(".scales"))
+    if quantized:
+        raise ValueError(f"a quantized model cannot be exported to transformers ({quantized[0]} and others are "
+                         "quantized); export the float model it was converted from")
     for name, value in weights.items():
         hf = _translate(name, _MLX_TO_HF)
         if hf is None:
@@ -122,8 +172,13 @@ def mlx_to_hf(weights: dict, config) -> dict[str, np.ndarray]:
 
 
 def check_and_load(model, weights: dict, source: str = "checkpoint", dtype: Optional[str] = None) -> None:
-    """Load `weights` into `model` after checking that each weight exists, is expected and has its shape."""
-    expected = dict(tree_flatten(model.parameters()))
+    """Load `weights` into `model` after checking that each weight exists, is expected and has its shape.
+
+    The check runs in the checkpoint layout (separate q/k/v, as transformers names them), so errors name
+    what the file holds; the projections are fused afterwards (see fuse_projections)."""
+    own = dict(tree_flatten(model.parameters()))
+    expected = split_projections(own)
+    weights = split_projections(weights)  # a file with fused projections is read too
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = [
@@ -144,7 +199,7 @@ def check_and_load(model, weights: dict, source: str = "checkpoint", dtype: Opti
         problems.append(f"shape mismatches: {'; '.join(wrong)}")
     if problems:
         raise ValueError(f"{source}: weights do not match the config: " + " | ".join(problems))
-    model.load_weights(list(weights.items()), strict=True)
+    model.load_weights(list(fuse_projections(weights, own).items()), strict=True)
     if dtype is not None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")

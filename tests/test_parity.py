@@ -8,12 +8,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from mlx.utils import tree_flatten
 
 import hf_fixtures as F
 from scripts.convert_trocr_to_mlx import convert
 from scripts.mlx_models import TrOCR, TrOCRConfig
 from scripts.mlx_processor import load_mlx_processor
-from scripts.weights import check_and_load, hf_to_mlx
+from scripts.weights import check_and_load, hf_to_mlx, mlx_to_hf
 
 NEW_TOKENS = 32
 
@@ -57,12 +58,30 @@ def test_encoder_states_and_logits_match(variant):
     with torch.no_grad():
         ref_enc = hf_model.encoder(pixels).last_hidden_state.numpy()
         ref_logits = hf_model(pixel_values=pixels, decoder_input_ids=ids).logits.numpy()
+    fused = {k for k, _ in tree_flatten(model.parameters()) if "qkv_proj" in k or "kv_proj" in k}
+    assert {"encoder.layers.0.attn.qkv_proj.weight", "decoder.layers.0.self_attn.qkv_proj.weight",
+            "decoder.layers.0.encoder_attn.kv_proj.weight"} <= fused, "q/k/v should run fused"
     px = mx.array(pixels.permute(0, 2, 3, 1).numpy())
     enc = np.array(model.encoder(px))
     logits = np.array(model(px, mx.array(ids.numpy())))
     assert enc.shape == ref_enc.shape and logits.shape == ref_logits.shape
     np.testing.assert_allclose(enc, ref_enc, atol=1e-4, rtol=0)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-4, rtol=0)
+
+
+def test_fused_projections_export_transformers_layout(variant):
+    """The model runs q/k/v (k/v for cross-attention) as one matmul, fused at load time; what is saved
+    and exported is transformers' layout again, bit for bit, and the converted file holds no fused weight."""
+    _, hf_model, _, mlx_dir = variant
+    model = to_mlx_model(hf_model)
+    state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+    exported = mlx_to_hf(dict(tree_flatten(model.parameters())), model.config)
+    assert len(exported) == len(hf_to_mlx(state, model.config))
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)
+    stored = mx.load(str(mlx_dir / "model.safetensors"))
+    assert not [k for k in stored if "qkv_proj" in k or "kv_proj" in k]
+    assert "decoder.layers.0.self_attn.q_proj.weight" in stored and "encoder.layers.0.attn.v_proj.weight" in stored
 
 
 def test_cached_decoding_matches_full_forward(variant):
