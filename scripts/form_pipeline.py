@@ -50,8 +50,8 @@ from PIL import Image
 from scripts import alignment as registration
 from scripts import atomic, forms
 from scripts.confidence import Flagging, confidence_from_logprob, flagging_for  # noqa: F401 (re-exported)
-from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, count_pages, is_image_path,
-                              load_image)
+from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, batches_by_width, count_pages,
+                              is_image_path, load_image)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,19 +158,20 @@ def load_engines(config: FormOCRConfig, engine_factory: EngineFactory) -> Engine
 
 def recognize_all(engine: Engine, crops: Sequence[Image.Image], batch_size: int,
                   bar=None) -> List[Tuple[str, float, Optional[float]]]:
-    """Every crop through `engine`, `batch_size` at a time; checks the engine's answer per batch.
-    Returns (text, confidence, min_confidence) triples (min_confidence None from an engine giving pairs)."""
-    out: List[Tuple[str, float, Optional[float]]] = []
-    for start in range(0, len(crops), batch_size):
-        chunk = list(crops[start:start + batch_size])
-        result = list(engine.recognize(chunk))
-        if len(result) != len(chunk):
-            raise RuntimeError(f"engine {engine.name} returned {len(result)} results for {len(chunk)} images")
-        for item in result:
+    """Every crop through `engine`, at most `batch_size` at a time, crops of similar width together (so a
+    batch's fields finish decoding together, image_io.batches_by_width); results in the crops' order.
+    Checks the engine's answer per batch. Returns (text, confidence, min_confidence) triples
+    (min_confidence None from an engine giving pairs)."""
+    out: List[Optional[Tuple[str, float, Optional[float]]]] = [None] * len(crops)
+    for batch in batches_by_width(crops, batch_size):
+        result = list(engine.recognize([crops[i] for i in batch]))
+        if len(result) != len(batch):
+            raise RuntimeError(f"engine {engine.name} returned {len(result)} results for {len(batch)} images")
+        for i, item in zip(batch, result):
             text, conf, *rest = item
-            out.append((str(text), float(conf), float(rest[0]) if rest and rest[0] is not None else None))
+            out[i] = (str(text), float(conf), float(rest[0]) if rest and rest[0] is not None else None)
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(len(batch))
     return out
 
 

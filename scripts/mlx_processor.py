@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from scripts.decoding import GenerationConfig, Generated, generate_tokens
-from scripts.image_io import ImageLike, load_image
+from scripts.image_io import ImageLike, batches_by_width, load_image
 from scripts.image_settings import ImageSettings, read_image_settings
 from scripts.mlx_models import TrOCR, load_model
 
@@ -182,33 +182,33 @@ class MLXTrOCRProcessor:
     def process_batch(self, images: Sequence[ImageLike], batch_size: int = 8, show_progress: bool = True,
                       max_length: Optional[int] = None, temperature: float = 1.0, return_scores: bool = False,
                       **gen):
-        """OCR many images, `batch_size` at a time. Returns texts (or (text, score) pairs).
+        """OCR many images, at most `batch_size` at a time. Returns texts (or (text, score) pairs), in input order.
 
-        Results equal those of the same images one by one. With num_return_sequences > 1 each entry is a
-        list of that many alternatives.
+        Lines of similar aspect ratio are batched together, so a batch's rows finish decoding together
+        (image_io.batches_by_width). Results equal those of the same images one by one. With
+        num_return_sequences > 1 each entry is a list of that many alternatives.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
         cfg = self.generation_options(max_length=max_length, temperature=temperature, **gen)
         images = list(images)
-        results = []
+        batches = batches_by_width(images, batch_size)
+        results = [None] * len(images)
         bar = None
-        if show_progress and len(images) > batch_size:
+        if show_progress and len(batches) > 1:
             from tqdm import tqdm
 
             bar = tqdm(total=len(images), desc="OCR", unit="line")
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            pixels = mx.array(self.preprocess(chunk))
+        for batch in batches:
+            pixels = mx.array(self.preprocess([images[i] for i in batch]))
             out = generate_tokens(self.model, pixels, cfg)
             texts = self.batch_decode(out.sequences)
             items = list(zip(texts, out.scores)) if return_scores else texts
             k = cfg.num_return_sequences
             if k > 1:
                 items = [items[i:i + k] for i in range(0, len(items), k)]
-            results.extend(items)
+            for i, item in zip(batch, items):
+                results[i] = item
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(len(batch))
         if bar is not None:
             bar.close()
         return results
