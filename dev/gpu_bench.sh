@@ -1,15 +1,49 @@
 #!/usr/bin/env bash
-# GPU benchmark: MLX (CUDA backend) vs transformers on the random-weight trocr-base architecture,
-# float16, exactly 20 generated tokens per line, batch sizes 1 and 32, in one run.
+# GPU benchmark, one run (at most 7.5 minutes by its time limits; about 5 expected on an H200): random-weight trocr-base, float16, exactly 20 generated
+# tokens a line, MLX (CUDA backend) vs transformers side by side.
+#   1. scripts/benchmark_pytorch_vs_mlx.py at batch 1, 32, 64 and 128, with MLX 8-bit and 4-bit rows
+#      (size, lines/s, agreement with float MLX)                                   -> bench_gpu.json, bench_gpu.png
+#   2. dev/bench_workers.py: the batch processor with 1, 2, 4 worker processes on the one GPU, batch 64
+#                                                                                   -> bench_workers.json
+#   3. dev/profile_decode.py: encoder / decoder step / per-op-kind times and the roofline (weight and K/V
+#      bytes per step over HBM bandwidth, FLOPs over peak) at batch 1, 32, 128        -> profile_gpu.json
+#   4. dev/gpu_bench_summary.py: the ratios, the best aggregate lines/s of each, the roofline -> summary.txt
+# Everything printed goes to run.log. Each step has its own time limit and a failure does not stop the next;
+# the benchmark writes its JSON after every section, so partial results still come back (6 files in $OUT).
 # Run from the repository root on the GPU machine, after sourcing the MLX CUDA environment:
 #     . .device/part2/mlx-cuda-env.sh && bash dev/gpu_bench.sh
-# Writes $OUT/bench_gpu.json, $OUT/bench_gpu.png and $OUT/bench_gpu.log. Takes about 1-2 minutes on an H100.
-set -euo pipefail
+# Test the logic anywhere with tiny settings: SMOKE=1 DEVICE=cpu OUT=/tmp/gb bash dev/gpu_bench.sh
+set -uo pipefail
 OUT=${OUT:-outputs}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
-"$PY" -c "import mlx.core as mx, torch; print('mlx', mx.__version__, mx.default_device(), '| torch', torch.__version__, torch.cuda.is_available())"
-timeout 280 "$PY" -u scripts/benchmark_pytorch_vs_mlx.py --random-trocr-base --dtype float16 --new-tokens 20 \
-    --batch-sizes 1,32 --num-images 64 --warmup 2 --repeats 3 --device cuda \
-    --output "$OUT/bench_gpu.json" --chart "$OUT/bench_gpu.png" 2>&1 | tee "$OUT/bench_gpu.log"
+DEVICE=${DEVICE:-cuda}
+export PYTHONUNBUFFERED=1
+if [ "${SMOKE:-0}" = 1 ]; then  # tiny settings for a logic check on a CPU (minutes, not a measurement)
+    BENCH=(--batch-sizes 1,2 --num-images 2 --new-tokens 2 --warmup 0 --repeats 1 --dtype float32)
+    WORKERS=(--workers 1,2 --batch-size 2 --lines 4 --new-tokens 2 --dtype float32)
+    PROFILE=(--batch-sizes 1 --dtype float32 --no-per-op)
+    T1=1200 T2=600 T3=600
+else
+    BENCH=(--batch-sizes 1,32,64,128 --num-images 32 --new-tokens 20 --warmup 1 --repeats 3 --dtype float16)
+    WORKERS=(--workers 1,2,4 --batch-size 64 --lines 1024 --new-tokens 20 --dtype float16)
+    PROFILE=(--batch-sizes 1,32,128 --dtype float16)
+    T1=240 T2=120 T3=75
+fi
+LOG="$OUT/run.log"
+step() {  # step NAME LIMIT CMD...: run with a time limit (SIGTERM, then SIGKILL 15 s later), never stop the script
+    local name=$1 limit=$2; shift 2
+    echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout -k 15 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    echo "== $name: rc=${PIPESTATUS[0]} after $((SECONDS - t0))s" | tee -a "$LOG"
+}
+{ date -Is; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import mlx.core as mx, torch, transformers; print('mlx', mx.__version__, mx.default_device(), '| torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
+} 2>&1 | tee "$LOG"
+
+step bench_gpu "$T1" "$PY" -u scripts/benchmark_pytorch_vs_mlx.py --random-trocr-base "${BENCH[@]}" --device "$DEVICE" \
+    --quantize 8,4 --group-size 64 --output "$OUT/bench_gpu.json" --chart "$OUT/bench_gpu.png"
+step bench_workers "$T2" "$PY" -u dev/bench_workers.py --random-trocr-base "${WORKERS[@]}" --output "$OUT/bench_workers.json"
+step profile_gpu "$T3" "$PY" -u dev/profile_decode.py --random-trocr-base "${PROFILE[@]}" --output "$OUT/profile_gpu.json"
+timeout 60 "$PY" dev/gpu_bench_summary.py "$OUT" > "$OUT/summary.txt" 2>&1; cat "$OUT/summary.txt" | tee -a "$LOG"
