@@ -239,13 +239,13 @@ def profile(model: TrOCR, batch_sizes, position: int = 10, total: int = 32, per_
         cache = model.make_cache(b, total)
         keys, values = [c.keys for c in cache], [c.values for c in cache]
         state = dict(tokens=mx.ones((b, 1), dtype=mx.int32), unfinished=mx.ones((b,), dtype=mx.bool_),
-                     logprob_sum=mx.zeros((b,)), n_generated=mx.zeros((b,), dtype=mx.int32))
+                     logprob_sum=mx.zeros((b,)), logprob_min=mx.zeros((b,)), n_generated=mx.zeros((b,), dtype=mx.int32))
         ids = mx.array([2, 1], dtype=mx.int32)
         ban = mx.array(False)
 
         def step(fn=greedy):
             return fn(state["tokens"], position, cross, keys, values, state["unfinished"], state["logprob_sum"],
-                      state["n_generated"], ban, ids)
+                      state["logprob_min"], state["n_generated"], ban, ids)
 
         row["decoder_step_ms"] = round(timed(step) * 1e3, 3)
         t = time.perf_counter()
