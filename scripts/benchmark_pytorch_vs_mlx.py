@@ -439,10 +439,8 @@ def run_benchmark(args) -> dict:
     return results
 
 
-def save_json(results: dict, path, partial: bool = False) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**results, "partial": partial}, indent=2))
+def save_json(results: dict, path, partial: bool = False) -> Path:
+    return atomic.write_json(path, {**results, "partial": partial})
 
 
 def quantize_bits(spec) -> list[int]:
@@ -546,7 +544,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     results = run_benchmark(args)
     print_table(results)
-    out = atomic.write_json(args.output, results)  # the numbers first, then the chart
+    out = save_json(results, args.output)  # the numbers first, then the chart
     chart = Path(args.chart) if args.chart else out.with_suffix(".png")
     write_chart(results, chart)
     print(f"wrote {out} and {chart}")
