@@ -138,15 +138,18 @@ if [ "$eval_tools" = 1 ]; then
   command -v apt-get >/dev/null 2>&1 || say "on macOS: brew install tesseract tesseract-lang"
 fi
 
-# MLX's Linux CPU wheel links netlib's reference BLAS (single-threaded, unblocked). The MLX command-line
-# programs re-execute themselves with OpenBLAS preloaded when it is installed (scripts/cpu_blas.py):
-# about 10x faster matmuls. Not done venv-wide: preloaded OpenBLAS slows torch's matmuls ~5x.
+# MLX's Linux CPU wheel links netlib's reference BLAS (single-threaded, unblocked). Importing the toolkit
+# (any scripts.<module>) makes the first `import mlx` load OpenBLAS for it, in-process, about 10x faster
+# matmuls (scripts/cpu_blas.py). The cblas shim built here keeps OpenBLAS to MLX's three gemm functions,
+# so torch in the same process keeps its own BLAS; without a C compiler OpenBLAS is loaded globally.
 if [ "$backend" = cpu ] && [ "$os" = Linux ]; then
   apt_install libopenblas0-pthread || true
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   rm -f "$site/trocr_mlx_openblas.pth" "$site/_trocr_mlx_openblas.py"  # an earlier venv-wide hook
   if ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1; then
-    say "MLX CPU: the MLX programs will load OpenBLAS in place of the reference BLAS (TROCR_MLX_OPENBLAS=0: off)"
+    "$venv/bin/python" scripts/build_cblas_shim.py \
+      || say "MLX CPU: could not build the cblas shim (needs cc: apt-get install gcc); OpenBLAS is loaded globally instead"
+    say "MLX CPU: the toolkit loads OpenBLAS for MLX on import (TROCR_MLX_OPENBLAS=0: off)"
   else
     say "MLX CPU: no OpenBLAS (apt-get install libopenblas0-pthread); MLX matmuls use the slow reference BLAS"
   fi

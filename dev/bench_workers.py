@@ -207,7 +207,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from scripts.cpu_blas import reexec_with_openblas
-
-    reexec_with_openblas()
     sys.exit(main())

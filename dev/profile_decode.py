@@ -25,6 +25,7 @@ if not __package__:  # run as `python dev/<tool>.py`: import the toolkit from th
     from pathlib import Path
 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    import scripts  # noqa: F401  (before mlx: OpenBLAS for MLX on Linux CPUs, scripts/cpu_blas.py)
 
 import argparse
 import json

@@ -354,9 +354,14 @@ def environment(args) -> dict:
     import torch
     import transformers
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(), "mlx": mx.__version__, "torch": torch.__version__,
+    from scripts import cpu_blas
+
+    env = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(), "mlx": mx.__version__,
+           "torch": torch.__version__,
            "transformers": transformers.__version__, "mlx_device": str(mx.default_device()),
-           "torch_device": args.device, "cpu": cpu_name(), "cpu_count": os.cpu_count()}
+           "torch_device": args.device, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+           "mlx_blas": cpu_blas.blas(), "torch_blas": torch.backends.mkl.is_available() and "MKL" or "other",
+           "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}
     if args.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
@@ -463,6 +468,8 @@ def print_table(results: dict) -> None:
     print()
     print(f"MLX {env['mlx']} on {env['mlx_device']}  vs  PyTorch {env['torch']} on {env['torch_device']}"
           f"  ({env.get('gpu') or env['cpu']})")
+    if env["mlx_device"].startswith("Device(cpu"):
+        print(f"MLX BLAS: {env['mlx_blas']}")
     print(f"{'':22s}{'PyTorch':>12s}{'MLX':>12s}{'MLX/PyTorch':>14s}")
     print(f"{'load time (s)':22s}{pt['load_time']:12.2f}{ml['load_time']:12.2f}{ml['load_time'] / pt['load_time']:14.2f}")
     for bs in results["config"]["batch_sizes"]:

@@ -42,6 +42,7 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
     from pathlib import Path
 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    import scripts  # noqa: F401  (before mlx: OpenBLAS for MLX on Linux CPUs, scripts/cpu_blas.py)
 
 import argparse
 import collections
@@ -947,7 +948,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from scripts.cpu_blas import reexec_with_openblas
-
-    reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())
