@@ -131,8 +131,11 @@ class MLXEngine:
         return read_lines(self.processor, images, **self.gen)
 
     def describe(self) -> dict:
+        from scripts import cpu_blas
+
         return {"engine": self.name, "model": str(Path(self.path).resolve()), "converted_from": self.source,
-                "dtype": self.dtype or "as stored", "device": self.device}
+                "dtype": self.dtype or "as stored", "device": self.device,
+                "blas": cpu_blas.blas() if "cpu" in self.device else None}
 
 
 def make_engine(model: Optional[str], role: str, config: fp.FormOCRConfig) -> MLXEngine:

@@ -216,10 +216,12 @@ class OCREngine:
         """What produced the rows: model, dtype, generation options, device, host."""
         import mlx.core as mx
 
+        from scripts import cpu_blas
+
         return {"model": str(self.model_path) if self.model_path is not None else None,
                 "dtype": model_dtype(self.processor), "generation": dataclasses.asdict(self.config),
                 "batch_size": self.batch_size, "pdf_dpi": self.pdf_dpi, "device": str(mx.default_device()),
-                "host": platform.node()}
+                "blas": cpu_blas.blas() if mx.default_device() == mx.cpu else None, "host": platform.node()}
 
     def read(self, paths: Sequence, done: Optional[set] = None, queue_size: Optional[int] = None,
              on_file=None) -> Iterator[list[Item]]:

@@ -516,6 +516,7 @@ class MLXBatchProcessor:
             "batch_size": self.batch_size,
             "pdf_dpi": self.pdf_dpi,
             "device": first.get("device"),
+            "blas": first.get("blas"),
             "workers": self.describe(),
             "platform": platform.platform(),
             "versions": package_versions(),
