@@ -153,6 +153,14 @@ def load_openblas() -> Optional[str]:
     return lib
 
 
+def reexec_with_openblas() -> None:
+    """Deprecated: programs used to restart themselves with LD_PRELOAD=OpenBLAS. Importing the toolkit
+    does it in-process now (install()); kept so that programs still calling it keep working."""
+    warnings.warn("cpu_blas.reexec_with_openblas() is no longer needed: importing the toolkit gives MLX "
+                  "OpenBLAS (scripts/cpu_blas.py)", DeprecationWarning, stacklevel=2)
+    load_openblas()
+
+
 def set_blas_threads(n: int) -> bool:
     """Limit the OpenBLAS that MLX uses to `n` threads in this process (several worker processes share
     the cores). True if OpenBLAS is loaded and took it; MLX's own CPU ops run on one thread anyway."""

@@ -108,7 +108,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from scripts.cpu_blas import reexec_with_openblas
-
-    reexec_with_openblas()  # MLX CPU wheel: OpenBLAS instead of the reference BLAS (restarts once)
     sys.exit(main())
