@@ -72,21 +72,20 @@ def test_annotation_picture_of_undrawable_texts():
     assert out.size == (page.width, 2 * page.height)
 
 
+def odd_text(image) -> str:
+    """The fake engine's text for a crop: one of the characters above, picked by the crop's size (the
+    pipeline may batch crops in any order)."""
+    ch = ODD[(image.width * 7 + image.height) % len(ODD)]
+    return f"{image.width}{ch}0{ch}"
+
+
 class OddEngine:
-    """An engine (form_pipeline's protocol) whose texts hold the characters above, one per region."""
+    """An engine (form_pipeline's protocol) whose texts hold the characters above."""
 
     name = "odd"
 
-    def __init__(self):
-        self.calls = 0
-
     def recognize(self, images):
-        out = []
-        for _ in images:
-            ch = ODD[self.calls % len(ODD)]
-            out.append((f"00{ch}0{ch}", 0.5))
-            self.calls += 1
-        return out
+        return [(odd_text(im), 0.5) for im in images]
 
     def describe(self):
         return {"engine": self.name, "model": None}
@@ -96,14 +95,18 @@ def config(out: Path, **kw) -> fp.FormOCRConfig:
     return fp.FormOCRConfig(template=str(TEMPLATE), image=str(SCAN), output_dir=str(out), show_progress=False, **kw)
 
 
-def expected_odd_texts(n=18):
-    return [f"00{ODD[i % len(ODD)]}0{ODD[i % len(ODD)]}" for i in range(n)]
+def expected_odd_texts(out: Path):
+    """What OddEngine gives for each region's crop, in region order (from the crops as saved)."""
+    record = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    texts = [odd_text(Image.open(out / r["crop"])) for r in record["regions"]]
+    assert len(texts) == 18 and len({t[-1] for t in texts}) >= 5  # many of the odd characters in play
+    return texts
 
 
 def test_pipeline_writes_exact_texts_and_pictures_for_any_engine_output(tmp_path):
     out = tmp_path / "out"
     fp.run_form(config(out), lambda model, role, cfg: OddEngine())
-    assert_results_hold(out, expected_odd_texts())
+    assert_results_hold(out, expected_odd_texts(out))
     for name in PICTURES:
         assert Image.open(out / name).size[0] == Image.open(TEMPLATE).size[0]
     assert "pictures_error" not in json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -131,7 +134,8 @@ def test_a_failing_picture_loses_no_result(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     with pytest.warns(RuntimeWarning, match="results written to .* but the pictures failed: OSError: No space"):
         record = fp.run_form(config(out), lambda model, role, cfg: OddEngine())
-    assert_results_hold(out, expected_odd_texts())
+    assert (out / "regions").is_dir()  # the crops come before the annotated page
+    assert_results_hold(out, expected_odd_texts(out))
     saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert saved["pictures_error"] == record["pictures_error"] == "OSError: No space left on device"
     assert not (out / "annotated_page.png").exists()
