@@ -12,7 +12,8 @@ registered by alignment.align_page, exactly as the OCR handlers do, and counted 
     WRONG     called ok but some corner is further off: a silent wrong answer, must be 0
 
 Controls (--controls) add pages that must be reported failed: scans registered against the other
-template, and "dropout" forms whose faint red boxes vanish in binarization (no outlines printed).
+template, pages scanned upside down, and "dropout" forms whose faint red boxes vanish in
+binarization (no outlines printed).
 
     venv_mlx/bin/python dev/benchmark_alignment.py                    # 25 pages x 8 conditions = 200
     venv_mlx/bin/python dev/benchmark_alignment.py --pages 5 --controls --jsonl outputs/align.jsonl
@@ -48,6 +49,7 @@ from dev import form_scans as fs
 from scripts import alignment
 
 TOLERANCE_PX = 3.0
+CONTROLS = ("wrong-template", "upside-down", "dropout")
 Condition = Tuple[str, bool, bool]  # template, outlines, binarized
 
 
@@ -85,6 +87,7 @@ def score_page(scan: fs.Scan, template_path, truth_known: bool = True, tolerance
         verdict = "WRONG"
     return {"ok": bool(result.ok), "verdict": verdict, "corner_error_px": round(error, 3) if truth_known else None,
             "method": result.method, "score": round(float(result.score), 4), "reasons": result.reasons,
+            "checks": {k: result.checks.get(k) for k in ("box_score", "edge_score", "corner_drift_px")},
             "align_s": round(wall, 4), "cpu_s": round(cpu, 4)}
 
 
@@ -98,8 +101,14 @@ def run_condition(templates: Templates, condition: Condition, seed: int, toleran
 
 def run_control(templates: Templates, kind: str, template: str, seed: int, tolerance: float = TOLERANCE_PX) -> dict:
     """'wrong-template': a form of `template` registered against the other one (any ok is WRONG);
+    'upside-down': a page fed into the scanner the wrong way round (any ok is WRONG);
     'dropout': faint red boxes, no outlines, binarized (ok is fine only when it is right)."""
-    if kind == "wrong-template":
+    if kind == "upside-down":
+        scan = fs.make_scan(templates.specs[template], seed, bool(seed % 2), bool(seed % 3 == 0))
+        scan.image = scan.image.rotate(180)
+        record = {"condition": f"control/{template}/upside-down", "seed": seed, **_params(scan)}
+        record.update(score_page(scan, templates.paths[template], truth_known=False, tolerance=tolerance))
+    elif kind == "wrong-template":
         other = "rounded" if template == "square" else "square"
         scan = fs.make_scan(templates.specs[template], seed, bool(seed % 2), bool(seed % 3 == 0))
         record = {"condition": f"control/{template}-form-vs-{other}-template", "seed": seed, **_params(scan)}
@@ -123,7 +132,7 @@ def jobs(conditions: Sequence[Condition], seeds: Iterable[int], controls: bool) 
     seeds = list(seeds)
     out = [("page", c, s) for c in conditions for s in seeds]
     if controls:
-        out += [("control", (kind, t), s) for kind in ("wrong-template", "dropout") for t in ("square", "rounded")
+        out += [("control", (kind, t), s) for kind in CONTROLS for t in ("square", "rounded")
                 for s in seeds]
     return out
 

@@ -6,7 +6,7 @@ and the scan are drawn with PIL/OpenCV here, and the true template->scan matrix 
 
 A page is the template printed on paper (its semi-transparent red boxes composited as they look),
 optionally with dark cell outlines printed on the boxes, a small label beside (or inside) each box,
-a faint title, sometimes a printed signature line (a long rule the template does not have), and
+a faint title, sometimes a printed signature line and a printed cell the template does not mark, and
 every box filled in a printed or handwriting-style Debian font with values from Faker (es_CO). The
 page is then "scanned": a random similarity (rotation, scale, shift about the page centre) at
 150, 200 or 300 dpi (the template taken as 200 dpi), blur, uneven light, noise, JPEG, and for the
@@ -233,6 +233,17 @@ def render_form(spec: TemplateSpec, rng: np.random.Generator, outlines: bool, se
         else:
             signature = False
 
+    extra_box = bool(rng.random() < 0.5)
+    if extra_box:  # a printed cell the template does not mark (e.g. "for official use")
+        for _ in range(30):
+            ew, eh = int(rng.integers(120, 420)), int(rng.integers(40, 100))
+            ex, ey = int(rng.integers(10, max(w - ew - 10, 11))), int(rng.integers(60, max(h - eh - 10, 61)))
+            if _free((ex - 20, ey - 20, ex + ew + 20, ey + eh + 20), spec.boxes, (w, h)):
+                draw.rectangle((ex, ey, ex + ew, ey + eh), outline=(ink,) * 3, width=2)
+                draw.text((ex + 6, ey + 4), "USO OFICIAL", fill=(ink,) * 3, font=ImageFont.truetype(printed[0], 14))
+                break
+        else:
+            extra_box = False
     label_font = ImageFont.truetype(printed[int(rng.integers(len(printed)))], int(rng.integers(12, 18)))
     labels, inside = [], []  # inside: where a label printed in its cell ends (0: none)
     for i, (x, y, bw, bh) in enumerate(spec.boxes):
@@ -255,7 +266,7 @@ def render_form(spec: TemplateSpec, rng: np.random.Generator, outlines: bool, se
     fills = []
     if not fill:
         return page, {"title": title, "labels": labels, "fills": fills, "signature_line": signature,
-                      "outline_width": outline_width if outlines else 0}
+                      "extra_box": extra_box, "outline_width": outline_width if outlines else 0}
     pens = [(20, 30, 120), (25, 25, 30), (50, 40, 90)]
     for (x, y, bw, bh), label_end in zip(spec.boxes, inside):
         style = "handwriting" if rng.random() < 0.6 else "printed"
@@ -278,7 +289,7 @@ def render_form(spec: TemplateSpec, rng: np.random.Generator, outlines: bool, se
         page.paste(layer, (px, py), layer)
         fills.append({"text": text, "font": os.path.basename(font_path), "style": style})
     return page, {"title": title, "labels": labels, "fills": fills, "signature_line": signature,
-                  "outline_width": outline_width if outlines else 0}
+                  "extra_box": extra_box, "outline_width": outline_width if outlines else 0}
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ def test_sweep_slice_every_page_aligned_or_reported(templates, condition):
     assert sum(r["verdict"] == "aligned" for r in records) >= 2, records
 
 
-@pytest.mark.parametrize("kind", ["wrong-template", "dropout"])
+@pytest.mark.parametrize("kind", bench.CONTROLS)
 def test_controls_are_reported_failed(templates, kind):
-    """Forms registered against the other template, and forms whose red boxes the binarization
-    dropped: nothing to align to, and the aligner says so."""
+    """Forms registered against the other template, pages fed upside down, and forms whose red boxes
+    the binarization dropped: nothing to align to, and the aligner says so."""
     for template in ("square", "rounded"):
         r = bench.run_control(templates, kind, template, seed=600)
         assert r["verdict"] == "failed" and r["reasons"], r
