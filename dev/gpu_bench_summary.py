@@ -48,7 +48,7 @@ def summarize(folder: Path) -> list[str]:
         if acc:
             lines.append(f"MLX vs transformers: {acc['exact_matches']}/{acc['total']} identical ({acc['compared_as']}), "
                          f"error rate {acc['cer']:.4f}")
-        for name in sorted(k for k in bench if k.startswith("mlx_q")):
+        for name in sorted((k for k in bench if k.startswith("mlx_q")), key=lambda k: -bench[k]["bits"]):
             q = bench[name]
             if "error" in q:
                 lines.append(f"MLX {q['bits']}-bit: failed: {q['error']}")
@@ -70,11 +70,13 @@ def summarize(folder: Path) -> list[str]:
         m, t = max(best_mlx, default=(0, "-")), max(best_torch, default=(0, "-"))
         lines.append(f"best aggregate: MLX {m[0]:.1f} lines/s ({m[1]}) vs transformers {t[0]:.1f} ({t[1]})"
                      + (f": {m[0] / t[0]:.2f}x" if t[0] else ""))
-    prof = read(folder, "profile_gpu.json")
-    if prof is not None:
+    for name, label in (("profile_gpu.json", "profile"), ("profile_q4.json", "profile, 4-bit")):
+        prof = read(folder, name)
+        if prof is None:
+            continue
         for bs, row in prof["batches"].items():
             r = row["roofline"]
-            lines.append(f"profile batch {bs}: encoder {row['encoder_ms']} ms, decoder step {row['decoder_step_ms']} ms "
+            lines.append(f"{label}, batch {bs}: encoder {row['encoder_ms']} ms, decoder step {row['decoder_step_ms']} ms "
                          f"(host graph build {row['step_graph_build_ms']} ms, matmuls alone {row['step_matmuls_only_ms']} ms); "
                          f"roofline {r['roofline_lines_per_s']} lines/s ({r['bound']}-bound: "
                          f"{r['decoder_weight_bytes_per_step'] / 1e6:.0f} MB weights + {r['kv_bytes_per_step'] / 1e6:.0f} MB K/V "

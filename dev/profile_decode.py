@@ -161,6 +161,10 @@ def _nbytes(module) -> int:
     return sum(v.nbytes for _, v in tree_flatten(module.parameters()))
 
 
+def _in_dims(m) -> int:
+    return m.scales.shape[1] * m.group_size if isinstance(m, nn.QuantizedLinear) else m.weight.shape[1]
+
+
 def _linear_params(module) -> int:
     """Multiply-adds per token of the module's Linear layers (quantized ones counted unpacked)."""
     total = 0
@@ -178,8 +182,11 @@ def roofline(model: TrOCR, batch: int, new_tokens: int, bandwidth_gbs: float, pe
     item = 2 if model.dtype in (mx.float16, mx.bfloat16) else 4
     s_enc, d, layers = cfg.encoder.seq_len, cfg.decoder.d_model, cfg.decoder.decoder_layers
     emb = model.decoder.embed_tokens.weight
-    # per step: every decoder weight except the embedding tables (B rows gathered), unless tied (read as logits)
+    # per step: every decoder weight except the embedding tables (B rows gathered) unless tied (then read as
+    # the output projection), and except cross-attention's k/v projections (run once per image)
+    cross_proj = [layer.encoder_attn.kv_proj for layer in model.decoder.layers]
     dec_bytes = _nbytes(model.decoder) - (0 if cfg.decoder.tie_word_embeddings else emb.nbytes)
+    dec_bytes -= sum(_nbytes(m) for m in cross_proj)
     if cfg.decoder.use_learned_position_embeddings:
         dec_bytes -= model.decoder.embed_positions.weight.nbytes
     cross_kv = batch * layers * 2 * s_enc * d * item
@@ -187,11 +194,11 @@ def roofline(model: TrOCR, batch: int, new_tokens: int, bandwidth_gbs: float, pe
     step_bytes = dec_bytes + cross_kv + self_kv
     enc_flops = 2 * _linear_params(model.encoder) * s_enc + 4 * s_enc * s_enc * cfg.encoder.hidden_size * cfg.encoder.num_hidden_layers
     cross_proj_flops = 2 * s_enc * 2 * d * (cfg.decoder.cross_attention_hidden_size or d) * layers
-    dec_linear = _linear_params(model.decoder) - (0 if not cfg.decoder.tie_word_embeddings else 0)
+    dec_linear = _linear_params(model.decoder) - sum(_linear_params(m) for m in cross_proj)
     if cfg.decoder.tie_word_embeddings:
         dec_linear += emb.size
     step_flops = batch * (2 * dec_linear + 4 * (s_enc + new_tokens / 2) * d * layers)
-    total_bytes = _nbytes(model.encoder) + new_tokens * step_bytes
+    total_bytes = _nbytes(model.encoder) + sum(_nbytes(m) for m in cross_proj) + new_tokens * step_bytes
     total_flops = batch * (enc_flops + cross_proj_flops) + new_tokens * step_flops
     t_mem = total_bytes / (bandwidth_gbs * 1e9)
     t_flop = total_flops / (peak_tflops * 1e12)
@@ -238,14 +245,14 @@ def profile(model: TrOCR, batch_sizes, position: int = 10, total: int = 32, per_
         cross = model.decoder.cross_kv(model.encode(px))
         mx.eval(cross)
         cache = model.make_cache(b, total)
-        keys, values = [c.keys for c in cache], [c.values for c in cache]
+        caches = [c.kv for c in cache]
         state = dict(tokens=mx.ones((b, 1), dtype=mx.int32), unfinished=mx.ones((b,), dtype=mx.bool_),
                      logprob_sum=mx.zeros((b,)), logprob_min=mx.zeros((b,)), n_generated=mx.zeros((b,), dtype=mx.int32))
         ids = mx.array([2, 1], dtype=mx.int32)
         ban = mx.array(False)
 
         def step(fn=greedy):
-            return fn(state["tokens"], position, cross, keys, values, state["unfinished"], state["logprob_sum"],
+            return fn(state["tokens"], position, cross, caches, state["unfinished"], state["logprob_sum"],
                       state["logprob_min"], state["n_generated"], ban, ids)
 
         row["decoder_step_ms"] = round(timed(step) * 1e3, 3)
@@ -254,9 +261,9 @@ def profile(model: TrOCR, batch_sizes, position: int = 10, total: int = 32, per_
             pending = step()
         row["step_graph_build_ms"] = round((time.perf_counter() - t) / 20 * 1e3, 3)  # host only
         mx.eval(pending)
-        linears = [m for _, m in model.decoder.named_modules() if isinstance(m, nn.Linear)]
-        xs = {m.weight.shape[1]: mx.random.normal((b, m.weight.shape[1])).astype(model.dtype) for m in linears}
-        row["step_matmuls_only_ms"] = round(timed(lambda: [xs[m.weight.shape[1]] @ m.weight.T for m in linears]) * 1e3, 3)
+        linears = [m for _, m in model.decoder.named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear))]
+        xs = {_in_dims(m): mx.random.normal((b, _in_dims(m))).astype(model.dtype) for m in linears}
+        row["step_matmuls_only_ms"] = round(timed(lambda: [m(xs[_in_dims(m)]) for m in linears]) * 1e3, 3)
         row["linear_layers"] = len(linears)
         if per_op:
             plain = _greedy_step(model, False)

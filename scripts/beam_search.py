@@ -65,9 +65,9 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
     memory = model.encode(pixel_values)
     batch = memory.shape[0]
     # cross-attention K/V: projected once per image, repeated per beam once
-    cross_kv = [(mx.repeat(k, nb, axis=0), mx.repeat(v, nb, axis=0)) for k, v in model.decoder.cross_kv(memory)]
+    cross_kv = [mx.repeat(kv, nb, axis=1) for kv in model.decoder.cross_kv(memory)]
     cache = model.make_cache(batch * nb, max_length)
-    keys, values = [c.keys for c in cache], [c.values for c in cache]
+    caches = [c.kv for c in cache]
     step_fn = model.decode_step(compiled=use_compiled_step())
     vocab = None
 
@@ -93,7 +93,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
     eos_col = None
     key = mx.random.key(cfg.seed) if (cfg.do_sample and cfg.seed is not None) else None
     while True:
-        logits, keys, values = step_fn(tokens, cur_len - 1, cross_kv, keys, values, index)
+        logits, caches = step_fn(tokens, cur_len - 1, cross_kv, caches, index)
         if vocab is None:
             vocab = logits.shape[-1]
             eos_col = (mx.arange(vocab) == eos)[None]

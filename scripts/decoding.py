@@ -39,16 +39,15 @@ def _greedy_step(model, compiled: bool):
     if compiled not in cache:
         step_fn = model.decode_step(compiled=False)
 
-        def greedy(tokens, offset, cross_kv, keys, values, unfinished, logprob_sum, logprob_min, n_generated, ban_eos,
-                   ids):
-            logits, keys, values = step_fn(tokens, offset, cross_kv, keys, values)
+        def greedy(tokens, offset, cross_kv, caches, unfinished, logprob_sum, logprob_min, n_generated, ban_eos, ids):
+            logits, caches = step_fn(tokens, offset, cross_kv, caches)
             is_eos = mx.arange(logits.shape[-1]) == ids[0]
             logits = mx.where(mx.logical_and(ban_eos, is_eos)[None], NEG_INF, logits)  # min-length
             logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
             nxt = mx.argmax(logits, axis=-1)
             tokens, unfinished, logprob_sum, logprob_min, n_generated, done = _bookkeep(
                 nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids)
-            return tokens, keys, values, unfinished, logprob_sum, logprob_min, n_generated, done
+            return tokens, caches, unfinished, logprob_sum, logprob_min, n_generated, done
 
         cache[compiled] = mx.compile(greedy, inputs=model.decoder) if compiled else greedy
     return cache[compiled]
@@ -65,7 +64,7 @@ def _encode_for_generation(model, pixel_values: mx.array, copies: int, compiled:
     memory = _encoder(model, compiled)(pixel_values)
     cross_kv = model.decoder.cross_kv(memory)
     if copies > 1:  # project once per image, then repeat per returned sequence / beam
-        cross_kv = [(mx.repeat(k, copies, axis=0), mx.repeat(v, copies, axis=0)) for k, v in cross_kv]
+        cross_kv = [mx.repeat(kv, copies, axis=1) for kv in cross_kv]
     return memory.shape[0] * copies, cross_kv
 
 
@@ -84,7 +83,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
     total = cfg.total_length()
     min_total = cfg.min_total_length()
     cache = model.make_cache(batch, total)
-    keys, values = [c.keys for c in cache], [c.values for c in cache]
+    caches = [c.kv for c in cache]
     key = mx.random.key(cfg.seed) if (cfg.do_sample and cfg.seed is not None) else None
     host_seqs = cfg.no_repeat_ngram_size > 0
 
@@ -102,11 +101,11 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         greedy = _greedy_step(model, compiled)
         for step in range(total - 1):
             ban_eos = mx.array(step + 1 < min_total)
-            tokens, keys, values, unfinished, logprob_sum, logprob_min, n_generated, done = greedy(
-                tokens, step, cross_kv, keys, values, unfinished, logprob_sum, logprob_min, n_generated,
+            tokens, caches, unfinished, logprob_sum, logprob_min, n_generated, done = greedy(
+                tokens, step, cross_kv, caches, unfinished, logprob_sum, logprob_min, n_generated,
                 ban_eos, ids)
             generated.append(tokens)
-            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, keys, values)
+            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, caches)
             if pending_done is not None and pending_done.item():
                 break  # every row had finished one step ago; this step only padded
             pending_done = done
@@ -116,7 +115,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         eos_col = None
         for step in range(total - 1):
             cur_len = step + 1
-            logits, keys, values = step_fn(tokens, step, cross_kv, keys, values)
+            logits, caches = step_fn(tokens, step, cross_kv, caches)
             if cur_len < min_total:
                 if eos_col is None:
                     eos_col = (mx.arange(logits.shape[-1]) == cfg.eos_token_id)[None]
@@ -141,7 +140,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
                 if not np.array(unfinished).any():
                     break
                 continue
-            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, keys, values)
+            mx.async_eval(tokens, done, logprob_sum, logprob_min, n_generated, caches)
             if pending_done is not None and pending_done.item():
                 break
             pending_done = done

@@ -245,14 +245,15 @@ class Attention(nn.Module):
         return x.reshape(b, n, parts, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
 
     def qkv(self, x: mx.array) -> mx.array:
+        """(3, B, heads, N, head_dim): q, k, v of self-attention, one matmul."""
         return self.split_heads(self.qkv_proj(x), 3)
 
     def query(self, x: mx.array) -> mx.array:
         return self.split_heads(self.q_proj(x), 1)[0]
 
-    def project_kv(self, memory: mx.array) -> tuple[mx.array, mx.array]:
-        k, v = self.split_heads(self.kv_proj(memory), 2)
-        return k, v
+    def project_kv(self, memory: mx.array) -> mx.array:
+        """(2, B, heads, S, head_dim): k and v of cross-attention over `memory`, one matmul."""
+        return self.split_heads(self.kv_proj(memory), 2)
 
     def attend(self, q: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
         """Attention of q over k, v, then the output projection. `mask` is None or "causal": MLX's fused
@@ -345,41 +346,41 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = activation(cfg.activation_function)
 
-    def __call__(self, x, cross_kv, cache: Optional["KVCache"] = None, offset: int = 0):
-        """x (B, N, d) at positions offset..offset+N-1. With a cache, k/v are written into it and the
-        queries attend over every position up to their own; without one, N > 1 is a causal pass."""
-        q, k, v = self.self_attn.qkv(x)
-        if cache is not None:
-            k, v = cache.update(k, v, offset)
+    def __call__(self, x, cross_kv: mx.array, cache: Optional["KVCache"] = None, offset: int = 0):
+        """x (B, N, d) at positions offset..offset+N-1; cross_kv (2, B, heads, S, head_dim). With a cache,
+        k/v are written into it and the queries attend over every position up to their own; without one,
+        N > 1 is a causal pass."""
+        qkv = self.self_attn.qkv(x)
+        kv = qkv[1:] if cache is None else cache.update(qkv[1:], offset)
         mask = "causal" if x.shape[1] > 1 else None  # bottom-right aligned: query i sees keys <= offset + i
-        x = self.self_attn_layer_norm(x + self.self_attn.attend(q, k, v, mask=mask))
-        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(self.encoder_attn.query(x), *cross_kv))
+        x = self.self_attn_layer_norm(x + self.self_attn.attend(qkv[0], kv[0], kv[1], mask=mask))
+        q = self.encoder_attn.query(x)
+        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(q, cross_kv[0], cross_kv[1]))
         return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
 
 
 class KVCache:
-    """Preallocated self-attention keys/values for one layer (B, heads, max_len, head_dim).
+    """Preallocated self-attention keys and values of one layer, in one array (2, B, heads, max_len, head_dim),
+    so a step writes both with one update.
 
     `update` writes positions offset..offset+N-1 and returns the filled part (a view), so attention
     needs no mask over unfilled positions and a one-token step runs MLX's fused vector kernel.
     """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype):
-        self.keys = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
-        self.values = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
+        self.kv = mx.zeros((2, batch, heads, max_len, head_dim), dtype=dtype)
 
-    def update(self, k: mx.array, v: mx.array, offset: int) -> tuple[mx.array, mx.array]:
-        end = offset + k.shape[2]
-        if end > self.keys.shape[2]:
-            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; step writes up to {end}")
-        self.keys[:, :, offset:end] = k.astype(self.keys.dtype)
-        self.values[:, :, offset:end] = v.astype(self.values.dtype)
-        return self.keys[:, :, :end], self.values[:, :, :end]
+    def update(self, kv: mx.array, offset: int) -> mx.array:
+        end = offset + kv.shape[3]
+        if end > self.kv.shape[3]:
+            raise ValueError(f"KV cache holds {self.kv.shape[3]} positions; step writes up to {end}")
+        self.kv[:, :, :, offset:end] = kv.astype(self.kv.dtype)
+        return self.kv[:, :, :, :end]
 
     @classmethod
-    def from_arrays(cls, keys: mx.array, values: mx.array) -> "KVCache":
+    def from_array(cls, kv: mx.array) -> "KVCache":
         cache = cls.__new__(cls)
-        cache.keys, cache.values = keys, values
+        cache.kv = kv
         return cache
 
 
@@ -424,8 +425,9 @@ class TextDecoder(nn.Module):
             return self.embed_tokens.as_linear(x)
         return self.output_projection(x)
 
-    def cross_kv(self, memory: mx.array) -> list[tuple[mx.array, mx.array]]:
-        """Cross-attention keys/values for every layer: computed once per image, reused every step."""
+    def cross_kv(self, memory: mx.array) -> list[mx.array]:
+        """Cross-attention keys/values (2, B, heads, S, head_dim) for every layer: computed once per image,
+        reused every step."""
         return [layer.encoder_attn.project_kv(memory) for layer in self.layers]
 
     def __call__(self, tokens: mx.array, cross_kv, cache: Optional[list[KVCache]] = None, offset: int = 0) -> mx.array:
@@ -469,11 +471,11 @@ class TrOCR(nn.Module):
     def decode_step(self, compiled: bool = True):
         """A one-token decoder step in functional form, compiled once per model (and per shape and position):
 
-            step(tokens (B, 1) int32, offset int, cross_kv, keys, values, index=None)
-                -> (next-token logits (B, vocab) float32, keys, values)
+            step(tokens (B, 1) int32, offset int, cross_kv, caches, index=None)
+                -> (next-token logits (B, vocab) float32, caches)
 
-        `keys`/`values` are the per-layer cache buffers (see `make_cache`); they go in and come back
-        updated, so the compiled graph holds no hidden state (the mlx-lm pattern, made explicit).
+        `caches` are the per-layer cache buffers (`[c.kv for c in make_cache(...)]`); they go in and come
+        back updated, so the compiled graph holds no hidden state (the mlx-lm pattern, made explicit).
         `offset` is a Python int, a constant of the compiled graph: attention then runs over exactly the
         filled offset + 1 positions with no mask (MLX's fused one-query kernel), one graph per position.
         `index` (B,) reorders the cache rows first (beam search) inside the same compiled graph.
@@ -483,13 +485,13 @@ class TrOCR(nn.Module):
         if steps is None:
             decoder = self.decoder
 
-            def step(tokens, offset, cross_kv, keys, values):
-                cache = [KVCache.from_arrays(k, v) for k, v in zip(keys, values)]
+            def step(tokens, offset, cross_kv, caches):
+                cache = [KVCache.from_array(kv) for kv in caches]
                 logits = decoder(tokens, cross_kv, cache=cache, offset=offset)[:, -1, :].astype(mx.float32)
-                return logits, [c.keys for c in cache], [c.values for c in cache]
+                return logits, [c.kv for c in cache]
 
-            def step_reorder(index, tokens, offset, cross_kv, keys, values):
-                return step(tokens, offset, cross_kv, [k[index] for k in keys], [v[index] for v in values])
+            def step_reorder(index, tokens, offset, cross_kv, caches):
+                return step(tokens, offset, cross_kv, [kv[:, index] for kv in caches])
 
             steps = {
                 False: (step, step_reorder),
@@ -498,10 +500,10 @@ class TrOCR(nn.Module):
             object.__setattr__(self, "_decode_steps", steps)
         plain, reorder = steps[bool(compiled)]
 
-        def run(tokens, offset, cross_kv, keys, values, index=None):
+        def run(tokens, offset, cross_kv, caches, index=None):
             if index is None:
-                return plain(tokens, offset, cross_kv, keys, values)
-            return reorder(index, tokens, offset, cross_kv, keys, values)
+                return plain(tokens, offset, cross_kv, caches)
+            return reorder(index, tokens, offset, cross_kv, caches)
 
         return run
 
