@@ -11,7 +11,8 @@ exp(lowest token log-prob)) how well it separates wrong fields (text != truth) f
 difference, and for thresholds T catching 50-99% of the wrong fields, the share of all fields flagged
 (score < T) and of the right fields flagged. The default T catches --catch (90%) of the wrong fields with
 the better score; --write stores it as calibration.json in the model folder, where the handlers read it
-(results gain `flagged`). Calibrate on crops independent of the model's training data
+(results gain `flagged`). A model that already has a calibration gets its threshold's figures on these
+crops too (to check a calibration on another set). Calibrate on crops independent of the model's training data
 (dev/make_review_forms.py --crops makes some), of the kind the model will read.
 """
 
@@ -98,6 +99,10 @@ def run(manifests: Sequence, model_dir, catch: float = C.DEFAULT_CATCH, score: O
     result = C.calibrate({name: [f[name] for f in fields] for name in C.SCORES}, wrong, catch, score)
     result["min_minus_mean_auc"] = auc_difference([f["min_confidence"] for f in fields],
                                                   [f["confidence"] for f in fields], wrong)
+    stored = C.load_calibration(model_dir)
+    if stored is not None:  # how the model's current threshold does on these crops
+        result["at_stored_threshold"] = {"calibration": stored.source, "score": stored.score,
+                                         **C.at_threshold([f[stored.score] for f in fields], wrong, stored.threshold)}
     result["fields"] = len(fields)
     result["exact"] = sum(not w for w in wrong)
     result["cer"] = cer([f["truth"] for f in fields], [f["text"] for f in fields])
@@ -123,8 +128,13 @@ def print_report(result: dict, stream=None) -> None:
     if d["difference"] is not None:
         print(f"\nAUC min_confidence - confidence: {d['difference']:+.3f} "
               f"(95% bootstrap interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f})", file=stream)
+    s = result.get("at_stored_threshold")
+    if s:
+        print(f"\nthe model's calibration ({s['calibration']}): {s['score']} < {s['threshold']:.4f} catches {s['caught']} "
+              f"of {s['wrong']} wrong fields here ({s['caught_share'] or 0:.1%}), flags {s['flagged']} of {s['fields']} "
+              f"({s['flagged_share']:.1%}; {s['right_flagged_share'] or 0:.1%} of the right ones)", file=stream)
     t = result["at_threshold"]
-    print(f"\ndefault: flag a field when {result['score']} < {result['threshold']:.4f}: catches {t['caught']} of "
+    print(f"\nchosen here: flag a field when {result['score']} < {result['threshold']:.4f}: catches {t['caught']} of "
           f"{t['wrong']} wrong fields ({t['caught_share']:.1%}), flags {t['flagged']} of {t['fields']} fields "
           f"({t['flagged_share']:.1%}; {t['right_flagged_share'] or 0:.1%} of the right ones)", file=stream)
 

@@ -114,6 +114,10 @@ def test_calibrate_command_writes_calibration(tiny_model, tmp_path, capsys):
     assert stored["score"] == result["score"] and stored["threshold"] == result["threshold"]
     assert C.flagging_for(model).threshold == result["threshold"]
     assert result["at_threshold"]["caught_share"] >= 0.9
+    # a second run checks the stored threshold on the crops
+    assert calibrate_confidence.main([str(tmp_path / "manifest.csv"), "--model", str(model), "--max-length", "10",
+                                      "--no-progress"]) == 0
+    assert f"the model's calibration ({model / C.CALIBRATION_FILE})" in capsys.readouterr().out
     assert calibrate_confidence.main([str(tmp_path / "missing.csv"), "--model", str(model)]) == 1
 
 
