@@ -31,18 +31,16 @@ MISREAD = {2: "Natalia Adrian Echeverria Vargas", 7: "02/11/43", 11: "CC 1.077.8
 
 
 class ReadsTheTruth:
-    """Reads field i as the example's ground truth, misreading MISREAD, confident where right."""
+    """Reads a crop of region R as the example's ground truth of R (misreading MISREAD), confident where
+    right. The region comes from the crop itself (tagged by `tagged_crops`), not from the call order: the
+    pipeline batches crops by width."""
 
     name = "stand-in"
 
-    def __init__(self):
-        self.calls = 0
-
     def recognize(self, images):
         out = []
-        for _ in images:
-            self.calls += 1
-            region = (self.calls - 1) % len(TRUTH) + 1
+        for image in images:
+            region = image.info["region"]
             wrong = region in MISREAD
             text = MISREAD.get(region, TRUTH[region])
             conf = 0.55 + 0.01 * region if wrong else 0.9 + 0.005 * region
@@ -51,6 +49,16 @@ class ReadsTheTruth:
 
     def describe(self):
         return {"engine": self.name, "model": None}
+
+
+def tagged_crops(original):
+    def crop_regions(page, regions, **kw):
+        crops = original(page, regions, **kw)
+        for crop, region in zip(crops, regions):
+            crop.info["region"] = region.number
+        return crops
+
+    return crop_regions
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,9 @@ def processed(tmp_path_factory):
     shutil.copy(SCAN, scans / "form_b.png")
     config = fp.FormOCRConfig(template=str(TEMPLATE), image=str(scans), output_dir=str(root / "out"),
                               show_progress=False, flag_threshold=0.4)
-    summary = fp.run_directory(config, lambda model, role, cfg: ReadsTheTruth())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fp.forms, "crop_regions", tagged_crops(fp.forms.crop_regions))
+        summary = fp.run_directory(config, lambda model, role, cfg: ReadsTheTruth())
     assert summary["ok"] == 2
     return root / "out"
 
