@@ -314,20 +314,22 @@ def time_framework(name: str, runner, setup: Setup, pixels: np.ndarray, batch_si
             torch.cuda.reset_peak_memory_stats()
         if name == "mlx":
             mx.reset_peak_memory()
-        times, seqs = [], []
+        times, cpu_times, seqs = [], [], []
         with RSSPeak() as rss:
             for _ in range(repeats):
                 seqs = []
                 sync(a.device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for start in range(0, n, bs):
                     seqs.extend(runner(setup, lines[start:start + bs], bs))
                 sync(a.device)
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.process_time() - c0)  # all threads; on a shared CPU, less load-bound
         seqs = seqs[:len(pixels)]  # the image set once (a larger batch repeats it)
         best, mean = min(times), float(np.mean(times))
         row = {"batch_size": bs, "lines": n, "repeats": repeats, "total_time": mean, "best_total_time": best,
-               "avg_time": mean / n, "throughput": n / mean, "peak_rss_mb": rss.peak}
+               "avg_time": mean / n, "throughput": n / mean, "peak_rss_mb": rss.peak,
+               "cpu_time_per_line": float(np.mean(cpu_times)) / n}
         if name == "pytorch" and a.device == "cuda":
             row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         elif name == "mlx":
@@ -339,8 +341,8 @@ def time_framework(name: str, runner, setup: Setup, pixels: np.ndarray, batch_si
             sequences = seqs
         elif seqs != sequences:
             row["differs_from_first_batch_size"] = True
-        print(f"  {name:8s} batch {bs:3d}: {row['avg_time'] * 1000:9.1f} ms/line  {row['throughput']:8.2f} lines/s",
-              flush=True)
+        print(f"  {name:8s} batch {bs:3d}: {row['avg_time'] * 1000:9.1f} ms/line  {row['throughput']:8.2f} lines/s"
+              f"  ({row['cpu_time_per_line']:.2f} CPU-s/line)", flush=True)
     return detail, sequences
 
 
@@ -385,6 +387,11 @@ def run_benchmark(args) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_grad_enabled(False)
+    if args.threads:  # both frameworks' CPU threads: torch's intra-op pool and the OpenBLAS MLX uses
+        from scripts import cpu_blas
+
+        torch.set_num_threads(args.threads)
+        cpu_blas.set_blas_threads(args.threads)
     images = load_images(args.images, args.num_images or (None if args.images else max(batch_sizes)))
     print(f"{len(images)} images, batch sizes {batch_sizes}, num_beams {args.num_beams}, dtype {args.dtype}, "
           f"{'%d new tokens' % args.new_tokens if args.new_tokens else 'max_length %d' % args.max_length}", flush=True)
@@ -478,6 +485,9 @@ def print_table(results: dict) -> None:
               f"{m['avg_time'] / p['avg_time']:14.2f}")
         print(f"{'batch %d lines/s' % bs:22s}{p['throughput']:12.2f}{m['throughput']:12.2f}"
               f"{m['throughput'] / p['throughput']:14.2f}")
+        if "cpu_time_per_line" in p and "cpu_time_per_line" in m:
+            print(f"{'batch %d CPU-s/line' % bs:22s}{p['cpu_time_per_line']:12.2f}{m['cpu_time_per_line']:12.2f}"
+                  f"{m['cpu_time_per_line'] / max(p['cpu_time_per_line'], 1e-9):14.2f}")
         print(f"{'batch %d peak MB' % bs:22s}{p['peak_memory_mb']:12.0f}{m['peak_memory_mb']:12.0f}"
               f"{m['peak_memory_mb'] / max(p['peak_memory_mb'], 1e-9):14.2f}")
     acc = results["accuracy"]
@@ -542,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quantize", help="also time MLX quantized to these bits, e.g. 8,4 (compared with float MLX)")
     ap.add_argument("--group-size", type=int, default=64, help="quantization group size (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="CPU threads for torch and for MLX's OpenBLAS (default: theirs)")
     ap.add_argument("--output", default="benchmark_results.json", help="JSON results")
     ap.add_argument("--chart", help="PNG chart (default: --output with .png)")
     return ap
