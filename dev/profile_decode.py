@@ -249,7 +249,7 @@ def profile(model: TrOCR, batch_sizes, position: int = 10, total: int = 32, per_
         state = dict(tokens=mx.ones((b, 1), dtype=mx.int32), unfinished=mx.ones((b,), dtype=mx.bool_),
                      logprob_sum=mx.zeros((b,)), logprob_min=mx.zeros((b,)), n_generated=mx.zeros((b,), dtype=mx.int32))
         ids = mx.array([2, 1], dtype=mx.int32)
-        ban = mx.array(False)
+        ban = False  # min-length reached (a constant of the compiled step, like the position)
 
         def step(fn=greedy):
             return fn(state["tokens"], position, cross, caches, state["unfinished"], state["logprob_sum"],

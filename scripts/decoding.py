@@ -19,12 +19,17 @@ from scripts.generation import (NEG_INF, Generated, GenerationConfig, no_repeat_
 # --------------------------------------------------------------------------------------------------
 
 
-def _bookkeep(nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids):
+def _chosen_logprob(logits: mx.array, nxt: mx.array) -> mx.array:
+    """log_softmax(logits)[row, nxt[row]], without materialising the whole (B, vocab) log-softmax."""
+    chosen = mx.take_along_axis(logits, nxt.astype(mx.int32)[:, None], axis=-1)[:, 0]
+    return chosen - mx.logsumexp(logits, axis=-1)
+
+
+def _bookkeep(nxt, chosen_lp, unfinished, logprob_sum, logprob_min, n_generated, ids):
     """Pad finished rows, add the chosen tokens' log-probs (sum and minimum), update the finished flags
     (all on device)."""
     eos, pad = ids[0], ids[1]
     nxt = nxt.astype(mx.int32)
-    chosen_lp = mx.take_along_axis(logprobs, nxt[:, None], axis=-1)[:, 0]
     nxt = mx.where(unfinished, nxt, pad)
     logprob_sum = logprob_sum + mx.where(unfinished, chosen_lp, 0.0)
     logprob_min = mx.where(unfinished, mx.minimum(logprob_min, chosen_lp), logprob_min)
@@ -34,19 +39,19 @@ def _bookkeep(nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, 
 
 
 def _greedy_step(model, compiled: bool):
-    """One greedy step as a single function of arrays (compiled once per model and shape)."""
+    """One greedy step as a single function of arrays (compiled once per model, shape and position).
+    `ban_eos` (min-length not reached) is a Python bool, a constant of the graph like the position."""
     cache = model.__dict__.setdefault("_greedy_steps", {})
     if compiled not in cache:
         step_fn = model.decode_step(compiled=False)
 
         def greedy(tokens, offset, cross_kv, caches, unfinished, logprob_sum, logprob_min, n_generated, ban_eos, ids):
             logits, caches = step_fn(tokens, offset, cross_kv, caches)
-            is_eos = mx.arange(logits.shape[-1]) == ids[0]
-            logits = mx.where(mx.logical_and(ban_eos, is_eos)[None], NEG_INF, logits)  # min-length
-            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            if ban_eos:  # min-length
+                logits = mx.where((mx.arange(logits.shape[-1]) == ids[0])[None], NEG_INF, logits)
             nxt = mx.argmax(logits, axis=-1)
             tokens, unfinished, logprob_sum, logprob_min, n_generated, done = _bookkeep(
-                nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids)
+                nxt, _chosen_logprob(logits, nxt), unfinished, logprob_sum, logprob_min, n_generated, ids)
             return tokens, caches, unfinished, logprob_sum, logprob_min, n_generated, done
 
         cache[compiled] = mx.compile(greedy, inputs=model.decoder) if compiled else greedy
@@ -100,7 +105,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
         # greedy: the whole step (decoder, min-length, argmax, finished-row bookkeeping) is one graph
         greedy = _greedy_step(model, compiled)
         for step in range(total - 1):
-            ban_eos = mx.array(step + 1 < min_total)
+            ban_eos = step + 1 < min_total
             tokens, caches, unfinished, logprob_sum, logprob_min, n_generated, done = greedy(
                 tokens, step, cross_kv, caches, unfinished, logprob_sum, logprob_min, n_generated,
                 ban_eos, ids)
@@ -122,7 +127,6 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
                 logits = mx.where(eos_col, NEG_INF, logits)
             if host_seqs:
                 logits = no_repeat_ngram_processor(logits, seqs, cfg)
-            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
             if cfg.do_sample:
                 warped = sampling_warpers(logits, cfg)
                 if key is not None:
@@ -133,7 +137,7 @@ def generate_tokens(model, pixel_values: mx.array, cfg: GenerationConfig) -> Gen
             else:
                 nxt = mx.argmax(logits, axis=-1)
             tokens, unfinished, logprob_sum, logprob_min, n_generated, done = _bookkeep(
-                nxt, logprobs, unfinished, logprob_sum, logprob_min, n_generated, ids)
+                nxt, _chosen_logprob(logits, nxt), unfinished, logprob_sum, logprob_min, n_generated, ids)
             generated.append(tokens[:, 0])
             if host_seqs:
                 seqs = np.concatenate([seqs, np.array(tokens).astype(np.int64)], axis=1)

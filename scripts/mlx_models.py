@@ -415,7 +415,10 @@ class TextDecoder(nn.Module):
         return self._sinusoidal[idx].astype(self.embed_tokens.weight.dtype)  # gather, then cast: not the whole table per step
 
     def embed(self, tokens: mx.array, offset: int = 0) -> mx.array:
-        x = self.embed_tokens(tokens) * self.embed_scale + self.positions(tokens, offset)
+        x = self.embed_tokens(tokens)
+        if self.embed_scale != 1.0:  # scale_embedding
+            x = x * self.embed_scale
+        x = x + self.positions(tokens, offset)
         if self.cfg.layernorm_embedding:
             x = self.layernorm_embedding(x)
         return x
