@@ -260,3 +260,17 @@ def test_real_trocr_base_architecture(tmp_path):
     assert len(ids[0]) > 10
     assert proc.process_batch(images, max_new_tokens=NEW_TOKENS, show_progress=False) == ref
     assert AutoTokenizer.from_pretrained(hf_dir).batch_decode(ids, skip_special_tokens=True) == ref
+
+
+def test_gelu_matches_transformers_over_its_range():
+    """"gelu" (exact erf) as torch computes it, also where the CPU path replaces MLX's erf kernel: within
+    1.5e-6 (the rational erf's 1e-7 near +-1, times x in the far negative tail, where gelu is ~0)."""
+    import math
+
+    from scripts import mlx_models as M
+
+    x = np.linspace(-12, 12, 240_001, dtype=np.float32)
+    ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.array(M.activation("gelu")(mx.array(x))), ref, rtol=2e-6, atol=1.5e-6)
+    erf = np.array(M._erf_rational(mx.array(x[::40])))
+    np.testing.assert_allclose(erf, [math.erf(v) for v in x[::40].tolist()], rtol=0, atol=5e-7)
