@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -633,6 +634,10 @@ def load_model(path, dtype: Optional[str] = None) -> TrOCR:
     model = TrOCR(config)
     if config.quantization:
         _quantize_like(model, config.quantization, weights)
+        if mx.default_device() == mx.cpu and sys.platform != "darwin":
+            warnings.warn(f"{path}: a quantized model; MLX's quantized matmuls on this CPU are about 9x slower than "
+                          "float32 ones (BENCHMARKS.md): on a Linux CPU the float model is the faster choice",
+                          stacklevel=2)
     if dtype is None and mx.default_device() == mx.cpu:
         # float16/bfloat16 matmuls have no BLAS path on the CPU backend and run many times slower
         # than float32 there; a half-precision model (like the bundled one) is widened on CPU.
