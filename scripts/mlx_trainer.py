@@ -935,7 +935,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             if args.resume and args.init:
-                raise ValueError("give --init or --resume, not both")
+                raise ValueError(f"--resume {args.resume} continues that run's own weights, optimizer and step: "
+                                 f"drop --init {args.init} when resuming")
             train(args)
         elif args.command == "export-mlx":
             print(export_mlx(args.src, args.dst, dtype=args.dtype))

@@ -211,6 +211,14 @@ def test_train_command_checkpoints_stops_on_time_and_resumes(tmp_path, manifest)
     assert (out / "curves.png").stat().st_size > 0 and (out / "best" / "config.json").is_file()
 
 
+def test_train_refuses_init_with_resume_and_says_what_to_drop(tmp_path, capsys):
+    """Refused before anything loads (a GPU call is not spent on it), and the message names the fix."""
+    rc = T.main(["train", "--out", str(tmp_path / "run"), "--synthetic", "--init", "models/mlx/default",
+                 "--resume", str(tmp_path / "run" / "last")])
+    assert rc == 1 and "drop --init models/mlx/default when resuming" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_plot_curves_with_every_validation_error_zero(tmp_path, recwarn):
     history = {"train": [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
                "val": [{"step": 2, "cer": 0.0, "wer": 0.0}, {"step": 3, "cer": 0.0, "wer": 0.0}]}
