@@ -201,8 +201,8 @@ def trim_to_ink(crop: Image.Image, threshold: int = 128, margin: float = 0.15, m
 
     Form boxes are much wider than what is written in them; a line recogniser resizes its input to a
     fixed shape, so a mostly empty box squashes the writing into a sliver and it is misread (on the
-    bundled example: 2 of 18 fields right untrimmed, 13 trimmed). Specks smaller than `min_speck`
-    pixels are ignored; a crop with no ink is returned unchanged.
+    bundled example, the default model: 3 of 18 fields right untrimmed, 11 trimmed). Specks smaller
+    than `min_speck` pixels are ignored; a crop with no ink is returned unchanged.
     """
     ink = (np.asarray(crop.convert("L")) < threshold).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
