@@ -24,7 +24,6 @@ if not __package__:
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from scripts import atomic
 
 
 def _versions() -> dict:
@@ -165,8 +166,7 @@ def main(argv=None) -> int:
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        atomic.write_json(args.out, results)
         print(f"wrote {args.out}")
     return 0
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts import atomic
+
 TROCR_BASE = dict(image_size=(384, 384), patch_size=(16, 16), encoder_hidden=768, encoder_layers=12,
                   encoder_heads=12, encoder_mlp=3072, decoder_d_model=1024, decoder_layers=12, decoder_heads=16,
                   decoder_ffn=4096, max_positions=512)
@@ -200,8 +202,7 @@ def main(argv=None) -> int:
            "batch_size": args.batch_size, "dtype": args.dtype, "new_tokens": args.new_tokens,
            "lines": len(paths), "results": results}
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
+        atomic.write_json(args.output, doc)
         print(f"wrote {args.output}")
     return 0
 

@@ -33,7 +33,6 @@ if not __package__:  # run as `python dev/<tool>.py`: import the toolkit from th
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from PIL import Image
 
 from dev import form_scans as fs
 from scripts import alignment
+from scripts.benchmark_pytorch_vs_mlx import cpu_name  # names the CPU the way the speed benchmark does
 
 TOLERANCE_PX = 3.0
 CONTROLS = ("wrong-template", "upside-down", "dropout")
@@ -224,16 +224,6 @@ def timing(records: Sequence[dict]) -> str:
     return (f"time per page (align_page only, {len(records)} pages): wall median {statistics.median(wall):.2f} s, "
             f"mean {statistics.fmean(wall):.2f} s, max {max(wall):.2f} s; CPU mean {statistics.fmean(cpu):.2f} s "
             f"(all threads) on {cpu_name()} ({os.cpu_count()} cores)")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_conditions(text: Optional[str]) -> List[Condition]:
