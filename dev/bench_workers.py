@@ -4,7 +4,9 @@
 Each setting OCRs the same line images through `MLXBatchProcessor` (the library the CLI uses: reading,
 preprocessing, generation, rows in input order); lines/s is lines over the wall time of the run, after a
 warm-up run through the same workers (model loads and compilation left out; the start time is reported
-apart). 1 worker is the plain one-process run. Every setting's texts are compared with the plain run's.
+apart). 1 worker is the plain one-process run. Every setting's texts are compared with the first setting's
+that ran. A setting that fails (workers that crash, lines that fail) is a row with its error and the next one
+still runs; --output is rewritten after every setting, so a run cut short keeps the rows it has.
 
 GPU (the lead's machine; random-weight trocr-base, float16, exactly 20 tokens a line, batch 32):
     python dev/bench_workers.py --random-trocr-base --dtype float16 --batch-size 32 --workers 1,2,4 \\
@@ -22,7 +24,6 @@ if not __package__:  # run as `python dev/<tool>.py`: import the toolkit from th
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,8 +31,6 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-
-import numpy as np
 
 from scripts import atomic
 
@@ -42,22 +41,15 @@ TROCR_BASE = dict(image_size=(384, 384), patch_size=(16, 16), encoder_hidden=768
 
 def random_model_folder(folder, seed: int = 0, vocab_size: int = 50265, **arch) -> Path:
     """A random-weight MLX model folder (default: the trocr-base architecture with its 50265-word output
-    layer; the char tokenizer decodes what it knows and skips the rest, which is fine for timing)."""
+    layer; the char tokenizer decodes what it knows and skips the rest, which is fine for timing). Built with
+    scripts/model_folder.py, not the trainer, whose imports need rapidfuzz."""
     from mlx.utils import tree_flatten
 
-    from scripts.char_tokenizer import save_char_tokenizer
-    from scripts.mlx_models import TrOCR, TrOCRConfig
-    from scripts.mlx_trainer import init_weights, make_hf_config, preprocessor_config, write_model_folder
+    from scripts.model_folder import new_model, write_model_folder
 
     folder = Path(folder)
-    arch = {**TROCR_BASE, **arch}
-    processor = folder / "processor"
-    save_char_tokenizer(processor)
-    (processor / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(arch["image_size"])))
-    config = TrOCRConfig.from_hf(make_hf_config(vocab_size, **arch))
-    model = TrOCR(config)
-    init_weights(model, seed)
-    return write_model_folder(folder, config, dict(tree_flatten(model.parameters())), processor)
+    model = new_model({**TROCR_BASE, **arch}, folder / "processor", seed, vocab_size)
+    return write_model_folder(folder, model.config, dict(tree_flatten(model.parameters())), folder / "processor")
 
 
 def line_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -83,23 +75,38 @@ def collect_images(sources, n) -> list[Path]:
     return files[: n or len(files)]
 
 
-def measure(label: str, make, paths: list[Path], warmup: list[Path]) -> tuple[dict, list[str]]:
+def measure(label: str, make, paths: list[Path], warmup: list[Path]) -> tuple[dict, list[str] | None]:
+    """(result row, texts) of one setting; a setting that raises or gives failed lines is a row with its
+    error and no lines/s (texts None), and the next setting still runs."""
+    result = {"setting": label, "lines": len(paths)}
     t0 = time.perf_counter()
-    proc = make()
-    start = time.perf_counter() - t0
+    proc = None
     try:
+        proc = make()
+        start = time.perf_counter() - t0
         proc.process_images(warmup, show_progress=False, handle_sigint=False)
         t0 = time.perf_counter()
         rows = proc.process_images(paths, show_progress=False, handle_sigint=False)
         wall = time.perf_counter() - t0
         engines = proc.engines()
+    except Exception as e:  # a worker count the device cannot run (e.g. crashed workers) is a result too
+        result["error"] = f"{type(e).__name__}: {e}"
     finally:
-        proc.close()
-    failed = [r for r in rows if not r["success"]]
-    if failed:
-        raise SystemExit(f"{label}: {len(failed)} lines failed, e.g. {failed[0]['error']}")
-    result = {"setting": label, "lines": len(rows), "wall_s": round(wall, 3), "lines_per_s": round(len(rows) / wall, 3),
-              "start_s": round(start, 2), "processes": len(engines), "device": engines[0]["device"] if engines else None}
+        if proc is not None:
+            try:
+                proc.close()
+            except Exception as e:
+                result.setdefault("error", f"close: {type(e).__name__}: {e}")
+    if "error" not in result:
+        failed = [r for r in rows if not r["success"]]
+        if failed:
+            result.update(failed_lines=len(failed), error=str(failed[0]["error"]))
+    if "error" in result:
+        print(f"  {label:<28} FAILED: {result.get('failed_lines', 'all')} of {len(paths)} lines: "
+              f"{result['error'][:300]}", flush=True)
+        return result, None
+    result.update(lines=len(rows), wall_s=round(wall, 3), lines_per_s=round(len(rows) / wall, 3),
+                  start_s=round(start, 2), processes=len(engines), device=engines[0]["device"] if engines else None)
     print(f"  {label:<28} {result['lines_per_s']:9.2f} lines/s  ({len(rows)} lines in {wall:.2f} s; "
           f"start {start:.1f} s)", flush=True)
     return result, [r["text"] for r in rows]
@@ -186,25 +193,38 @@ def main(argv=None) -> int:
                 settings.append((f"Ray, {w} actor{'s' if w > 1 else ''}",
                                  lambda opts=opts: MLXBatchProcessor(model, batch_size=args.batch_size,
                                                                      dtype=args.dtype, ray=opts, **gen)))
+        doc = {"environment": env, "model": "random trocr-base" if args.random_trocr_base else str(args.model),
+               "batch_size": args.batch_size, "dtype": args.dtype, "new_tokens": args.new_tokens,
+               "lines": len(paths), "complete": False, "results": results}
         for label, make in settings:
             result, texts = measure(label, make, paths, warmup)
-            if reference is None:
-                reference = texts
-            result["same_texts_as_first"] = int(sum(a == b for a, b in zip(reference, texts)))
+            if texts is not None:
+                if reference is None:
+                    reference = texts  # the first setting that ran is the one the others are compared with
+                result["same_texts_as_first"] = int(sum(a == b for a, b in zip(reference, texts)))
             results.append(result)
-    base = results[0]["lines_per_s"]
-    for r in results:
-        r["speedup"] = round(r["lines_per_s"] / base, 3) if base else None
+            add_speedups(results)
+            if args.output:  # after every setting: a crash of a later one keeps these rows
+                atomic.write_json(args.output, doc)
+        doc["complete"] = True
     print("\n| setting | lines/s | x first | same texts |\n|---|---:|---:|---:|")
     for r in results:
-        print(f"| {r['setting']} | {r['lines_per_s']:.2f} | {r['speedup']:.2f} | {r['same_texts_as_first']}/{r['lines']} |")
-    doc = {"environment": env, "model": "random trocr-base" if args.random_trocr_base else str(args.model),
-           "batch_size": args.batch_size, "dtype": args.dtype, "new_tokens": args.new_tokens,
-           "lines": len(paths), "results": results}
+        if "error" in r:
+            print(f"| {r['setting']} | failed: {r['error'][:120]} | | |")
+        else:
+            print(f"| {r['setting']} | {r['lines_per_s']:.2f} | {r['speedup']:.2f} | {r['same_texts_as_first']}/{r['lines']} |")
     if args.output:
         atomic.write_json(args.output, doc)
         print(f"wrote {args.output}")
     return 0
+
+
+def add_speedups(results: list[dict]) -> None:
+    """Each row's lines/s over the first setting that ran (failed rows have none)."""
+    base = next((r["lines_per_s"] for r in results if "lines_per_s" in r), None)
+    for r in results:
+        if "lines_per_s" in r:
+            r["speedup"] = round(r["lines_per_s"] / base, 3) if base else None
 
 
 if __name__ == "__main__":

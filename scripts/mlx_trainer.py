@@ -66,10 +66,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
 from scripts.metrics import cer, wer  # imported here: a missing rapidfuzz fails at start, not at the first validation
-from scripts.mlx_models import DTYPES, TrOCR, TrOCRConfig
+from scripts.mlx_models import DTYPES, TrOCR
+from scripts.model_folder import new_model, read_sharded, save_sharded, write_model_folder
 from scripts.weights import check_and_load, fuse_projections, mlx_to_hf, split_projections
-
-SHARD_BYTES = 15 * 2**20  # weight files above this are split (the repo keeps files under 16 MB)
 
 # --------------------------------------------------------------------------------------------------
 # Model configs for from-scratch training
@@ -86,114 +85,9 @@ ARCH_PRESETS = {
 ARCH_KEYS = tuple(ARCH_PRESETS["small"]) + ("max_positions", "activation", "tie_word_embeddings")
 
 
-def make_hf_config(vocab_size: int, image_size=(64, 512), patch_size=(16, 8), encoder_hidden=256, encoder_layers=6,
-                   encoder_heads=8, encoder_mlp=1024, decoder_d_model=256, decoder_layers=4, decoder_heads=8,
-                   decoder_ffn=1024, max_positions=128, activation="gelu", tie_word_embeddings=False) -> dict:
-    """A transformers VisionEncoderDecoder config (ViT encoder + TrOCR decoder) as a config.json dict.
-
-    Special ids follow the char tokenizer (and RoBERTa): <s>=0 <pad>=1 </s>=2, decoding starts with </s>."""
-    enc = {"model_type": "vit", "hidden_size": encoder_hidden, "num_hidden_layers": encoder_layers,
-           "num_attention_heads": encoder_heads, "intermediate_size": encoder_mlp, "hidden_act": activation,
-           "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
-           "layer_norm_eps": 1e-12, "image_size": list(image_size), "patch_size": list(patch_size),
-           "num_channels": 3, "qkv_bias": True, "encoder_stride": 16}
-    dec = {"model_type": "trocr", "vocab_size": vocab_size, "d_model": decoder_d_model,
-           "decoder_layers": decoder_layers, "decoder_attention_heads": decoder_heads,
-           "decoder_ffn_dim": decoder_ffn, "activation_function": activation,
-           "max_position_embeddings": max_positions, "dropout": 0.0, "attention_dropout": 0.0,
-           "activation_dropout": 0.0, "init_std": 0.02, "decoder_layerdrop": 0.0, "use_cache": True,
-           "scale_embedding": False, "use_learned_position_embeddings": True, "layernorm_embedding": True,
-           "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
-           "cross_attention_hidden_size": None if encoder_hidden == decoder_d_model else encoder_hidden,
-           "is_decoder": True, "add_cross_attention": True, "tie_word_embeddings": bool(tie_word_embeddings)}
-    return {"model_type": "vision-encoder-decoder", "is_encoder_decoder": True, "encoder": enc, "decoder": dec,
-            "decoder_start_token_id": 2, "pad_token_id": 1, "eos_token_id": 2,
-            "tie_word_embeddings": bool(tie_word_embeddings)}
-
-
-def preprocessor_config(image_size) -> dict:
-    """transformers' ViTImageProcessor config for a (height, width) input: resize, rescale, normalise to [-1, 1]."""
-    h, w = image_size
-    return {"do_resize": True, "do_rescale": True, "do_normalize": True, "resample": 2, "rescale_factor": 1 / 255,
-            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": {"height": h, "width": w},
-            "image_processor_type": "ViTImageProcessor", "processor_class": "TrOCRProcessor"}
-
-
-def init_weights(model: TrOCR, seed: int) -> None:
-    """transformers-like init: normal(0, 0.02) matrices, embeddings and tokens; zero biases; unit norms."""
-    params = tree_flatten(model.parameters())
-    keys = mx.random.split(mx.random.key(seed), len(params))
-    new = []
-    for i, (name, p) in enumerate(params):
-        if name.endswith("bias"):
-            value = mx.zeros_like(p)
-        elif p.ndim == 1:  # layer-norm scales
-            value = mx.ones_like(p)
-        else:
-            value = 0.02 * mx.random.normal(p.shape, key=keys[i])
-        new.append((name, value.astype(p.dtype)))
-    model.load_weights(new)
-    mx.eval(model.parameters())
-
-
 # --------------------------------------------------------------------------------------------------
-# Saving and loading weights, model folders and checkpoints
+# Exporting model folders (writing and reading them: scripts/model_folder.py)
 # --------------------------------------------------------------------------------------------------
-
-
-def save_sharded(folder: Path, stem: str, flat: dict, max_bytes: int = SHARD_BYTES, metadata=None) -> list[Path]:
-    """flat {name: array} as folder/stem.safetensors, or stem-0000i-of-0000N.safetensors when larger
-    than max_bytes (load_model and read_sharded glob both)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in list(folder.glob(f"{stem}.safetensors")) + list(folder.glob(f"{stem}-*-of-*.safetensors")):
-        old.unlink()
-    shards, current, size = [], {}, 0
-    for name, value in flat.items():
-        if current and size + value.nbytes > max_bytes:
-            shards.append(current)
-            current, size = {}, 0
-        current[name] = value
-        size += value.nbytes
-    shards.append(current)
-    meta = {"format": "mlx", **(metadata or {})}
-    if len(shards) == 1:
-        paths = [folder / f"{stem}.safetensors"]
-    else:
-        paths = [folder / f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for path, shard in zip(paths, shards):
-        mx.save_safetensors(str(path), shard, metadata=meta)
-    return paths
-
-
-def read_sharded(folder: Path, stem: str) -> dict:
-    files = [folder / f"{stem}.safetensors"] if (folder / f"{stem}.safetensors").exists() else sorted(
-        folder.glob(f"{stem}-*-of-*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no {stem}.safetensors or {stem}-*-of-*.safetensors")
-    out = {}
-    for f in files:
-        out.update(mx.load(str(f)))
-    return out
-
-
-def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: Path, dtype: Optional[str] = None,
-                       max_length: int = 64) -> Path:
-    """Our MLX model folder: config.json, model weights (sharded when large), generation_config.json, processor/."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    flat = split_projections(flat)  # the model's fused q/k/v -> transformers' separate weights on disk
-    if dtype is not None:
-        flat = {k: v.astype(DTYPES[dtype]) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in flat.items()}
-    save_sharded(folder, "model", flat)
-    (folder / "weights.npz").unlink(missing_ok=True)
-    (folder / "config.json").write_text(json.dumps(config.hf_config, indent=2))
-    gen = {"decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id,
-           "pad_token_id": config.pad_token_id, "max_length": max_length}
-    (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
-    processor_dir = Path(processor_dir)
-    if processor_dir.resolve() != (folder / "processor").resolve():
-        shutil.copytree(processor_dir, folder / "processor", dirs_exist_ok=True)
-    return folder
 
 
 def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
@@ -670,8 +564,6 @@ def build_model(args) -> tuple[TrOCR, Path, Path]:
 
         src = Path(args.resume or args.init)
         return load_model(src), src / "processor", None
-    from scripts.char_tokenizer import build_char_tokenizer, save_char_tokenizer
-
     arch = dict(ARCH_PRESETS["small"])
     if args.arch in ARCH_PRESETS:
         arch = dict(ARCH_PRESETS[args.arch])
@@ -685,13 +577,7 @@ def build_model(args) -> tuple[TrOCR, Path, Path]:
     if unknown:
         raise ValueError(f"unknown architecture keys {sorted(unknown)}; known: {', '.join(ARCH_KEYS)}")
     processor_dir = Path(args.out) / "processor"
-    save_char_tokenizer(processor_dir)
-    (processor_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(arch["image_size"]), indent=2))
-    vocab = build_char_tokenizer().get_vocab_size()
-    config = TrOCRConfig.from_hf(make_hf_config(vocab, **arch))
-    model = TrOCR(config)
-    init_weights(model, args.seed)
-    return model, processor_dir, processor_dir
+    return new_model(arch, processor_dir, args.seed), processor_dir, processor_dir
 
 
 def make_sources(args, image_size):

@@ -194,7 +194,61 @@ def test_bench_workers_logic_on_a_tiny_random_model(tmp_path, capsys):
     assert doc["results"][0]["speedup"] == 1.0 and doc["new_tokens"] == 4
     assert doc["environment"]["cpu"] and "load_average" in doc["environment"]
     assert "| 2 workers |" in capsys.readouterr().out
+    assert doc["complete"] is True
 
+
+
+def test_bench_workers_keeps_rows_of_a_failing_and_a_crashing_setting(tmp_path, monkeypatch):
+    """A worker count that fails (the H200 at 4 workers, batch 128: crashed workers, every line failed) is a row
+    with its error and the next count still runs; the JSON is rewritten after every count, so a run killed in
+    a later one keeps the earlier rows. Building the random model folder does not import the trainer (whose
+    metrics need rapidfuzz, absent on the GPU machine)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev"))
+    import bench_workers
+    import scripts.mlx_batch_processor as mbp
+
+    tiny = dict(image_size=(32, 64), patch_size=(16, 16), encoder_hidden=32, encoder_layers=1, encoder_heads=2,
+                encoder_mlp=64, decoder_d_model=32, decoder_layers=1, decoder_heads=2, decoder_ffn=64,
+                max_positions=64)
+    for name in [m for m in sys.modules if m in ("scripts.model_folder", "scripts.mlx_trainer", "scripts.metrics")]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh below, so what they import is seen
+    model = bench_workers.random_model_folder(tmp_path / "model", vocab_size=300, **tiny)
+    assert "scripts.mlx_trainer" not in sys.modules and "scripts.metrics" not in sys.modules
+
+    real = mbp.MLXBatchProcessor
+
+    class Flaky(real):  # 1 worker is the real plain run; 2 and 3 stand in without starting processes
+        def __init__(self, model_path, workers=1, **kw):
+            self.workers = workers
+            if workers == 1:
+                super().__init__(model_path, workers=workers, **kw)
+
+        def process_images(self, paths, **kw):
+            if self.workers == 2:  # as the crashed workers on the H200 gave: every line failed
+                return [{"success": False, "text": "", "error": "worker 1 died (exit -6)"} for _ in paths]
+            if self.workers == 3:
+                raise KeyboardInterrupt  # not caught: stands for the process being killed in this setting
+            return super().process_images(paths, **kw)
+
+        def engines(self):
+            return super().engines() if self.workers == 1 else []
+
+        def close(self):
+            if self.workers == 1:
+                super().close()
+
+    monkeypatch.setattr(mbp, "MLXBatchProcessor", Flaky)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench_workers.main(["--model", str(model), "--lines", "4", "--workers", "2,1,3", "--batch-size", "2",
+                            "--new-tokens", "3", "--output", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False
+    failed, plain = doc["results"]
+    assert failed["setting"] == "2 workers" and failed["failed_lines"] == 4 and "died" in failed["error"]
+    assert "lines_per_s" not in failed and "speedup" not in failed
+    assert plain["setting"] == "1 worker (plain run)" and plain["lines_per_s"] > 0
+    assert plain["speedup"] == 1.0 and plain["same_texts_as_first"] == 4  # compared with the first that ran
 
 def test_workers_option_values():
     from scripts.batch_workers import default_workers, resolve_workers, threads_per_worker
