@@ -31,3 +31,37 @@ def test_benchmark_reports_both_frameworks_and_agreement(tiny_model, tmp_path, c
     assert q8["agreement_vs_mlx_float"]["total"] == 3
     printed = capsys.readouterr().out
     assert "MLX/PyTorch" in printed and "8-bit, group 32" in printed
+
+
+def test_gpu_bench_summary_reads_the_quantized_run_and_failed_worker_counts(tmp_path):
+    """dev/gpu_bench_summary.py: float rows from bench_gpu.json, quantized rows from bench_gpu_q.json (each against
+    its own file's float MLX, with the random-weights caveat), a failed worker count shown as failed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev"))
+    import gpu_bench_summary
+
+    def side(rates, **extra):
+        return {"inference": {"per_batch_size": {str(b): {"throughput": r} for b, r in rates.items()}}, **extra}
+
+    def bench(pt, ml, **extra):
+        return {"config": {"dtype": "float16", "new_tokens": 20, "random_trocr_base": True},
+                "environment": {"date": "D", "gpu": "G", "mlx": "m", "torch": "t", "transformers": "tf"},
+                "pytorch": side(pt), "mlx": side(ml, weight_mb=734.0), **extra}
+
+    (tmp_path / "bench_gpu.json").write_text(json.dumps(bench({1: 5.0, 128: 480.0}, {1: 12.0, 128: 215.0},
+                                                              partial=True)))
+    q8 = side({1: 14.0, 32: 133.0}, bits=8, group_size=64, weight_mb=437.7,
+              agreement_vs_mlx_float={"exact_matches": 1, "total": 32})
+    (tmp_path / "bench_gpu_q.json").write_text(json.dumps(bench({1: 4.9, 32: 172.0}, {1: 13.7, 32: 177.5},
+                                                                mlx_q8=q8)))
+    (tmp_path / "bench_workers.json").write_text(json.dumps({"batch_size": 128, "lines": 1024, "complete": True, "results": [
+        {"setting": "1 worker (plain run)", "lines": 1024, "lines_per_s": 150.0},
+        {"setting": "4 workers", "lines": 1024, "failed_lines": 1024, "error": "worker 2 died"}]}))
+    text = "\n".join(gpu_bench_summary.summarize(tmp_path))
+    assert "(PARTIAL run)" in text and "   128        480.00    215.00        0.45x" in text
+    assert "MLX 8-bit (group 64, 438 MB vs 734 MB float): b1 14.0 (1.02x float), b32 133.0 (0.75x float)" in text
+    assert "says nothing about a trained model" in text
+    assert "4 workers: FAILED (1024 of 1024 lines): worker 2 died" in text
+    assert "best aggregate: MLX 215.0 lines/s (MLX, 1 process, batch 128, bench_gpu) vs transformers 480.0" in text
