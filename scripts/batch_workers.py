@@ -1,7 +1,8 @@
 """Several OCR worker processes on one machine, results in input order.
 
-One MLX process leaves a GPU mostly idle: the decoder step is bound by issuing kernels from the host
-(BENCHMARKS.md, issue 13: on the H200, batch 32, 1 process 261 lines/s, 2 processes 435, 4 processes 461).
+One MLX process does not fill a GPU: a second one adds lines/s (BENCHMARKS.md, "Several workers and Ray":
+on the H200, batch 32, 1 process 116.8 lines/s, 2 processes 205.1, 4 processes 291.3; at batch 128, 150.1
+and 194.3, and 4 processes crashed in MLX's CUDA backend).
 `WorkerPool` starts N processes (spawned, never forked: MLX and its GPU context do not survive a fork),
 each loading the model once into its own `OCREngine` and reading its images in a background thread, so
 image decoding and resizing stay off the model's critical path. The parent hands out chunks of files and
@@ -28,9 +29,10 @@ _RUN_IDS = count(1)
 
 
 def default_workers(device: Optional[str] = None) -> int:
-    """`--workers auto`: 2 on an NVIDIA GPU (measured on the H200: 2 processes give 1.7x one process at
-    batch 32, 4 give 1.8x); 1 on a CPU and on Apple silicon, where it has not been measured to help
-    (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave 1.7x, with other jobs competing for the cores)."""
+    """`--workers auto`: 2 on an NVIDIA GPU (measured on the H200: 2 processes give 1.76x one process at
+    batch 32 and 1.30x at batch 128; 4 give 2.50x at batch 32 but crashed at batch 128); 1 on a CPU and on
+    Apple silicon, where it has not been measured to help (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave
+    1.7x, with other jobs competing for the cores)."""
     if device is None:
         import mlx.core as mx
 
