@@ -336,10 +336,15 @@ GENERATORS = {
 assert tuple(GENERATORS) == KINDS
 
 
+@functools.lru_cache(maxsize=64)
+def _kind_probabilities(kinds: tuple[str, ...]) -> np.ndarray:
+    weights = np.array([KIND_WEIGHTS[k] for k in kinds], dtype=float)
+    return weights / weights.sum()
+
+
 def pick_kind(rng: np.random.Generator, kinds: Sequence[str] = KINDS) -> str:
     """A kind drawn with KIND_WEIGHTS (renormalised over `kinds`)."""
-    weights = np.array([KIND_WEIGHTS[k] for k in kinds], dtype=float)
-    return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    return kinds[int(rng.choice(len(kinds), p=_kind_probabilities(tuple(kinds))))]
 
 
 def value(rng: Rng, kind: str | None = None, avoid: str = "") -> str:
