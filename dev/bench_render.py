@@ -35,7 +35,13 @@ def main() -> int:
     p.add_argument("--warp", type=float, default=1.0)
     p.add_argument("--sheet", help="write a contact sheet of samples start..start+n-1 (PNG) instead of timing")
     p.add_argument("--profile", help="write cProfile stats of one timed pass here")
+    p.add_argument("--cv-threads", type=int, default=1,
+                   help="OpenCV threads (default 1: one core, as a training worker; 0 leaves OpenCV's default)")
     args = p.parse_args()
+    if args.cv_threads:
+        import cv2
+
+        cv2.setNumThreads(args.cv_threads)
 
     from scripts import mlx_trainer as T
 
