@@ -103,6 +103,7 @@ FONT_TABLE = read_font_list()
 FONT_PACKAGES = tuple(dict.fromkeys(package for package, _, _, _ in FONT_TABLE))
 
 
+@functools.lru_cache(maxsize=4096)
 def font_name(font_path: str | os.PathLike) -> str:
     return Path(font_path).stem
 
@@ -249,6 +250,15 @@ LINE_BAND_SAMPLE = "ÁÉÑÜbdhklx"  # accented capitals and ascenders, down to 
 INK_TIGHT_SHARE = 0.3  # render_line: lines cut at their ink instead of the font's band
 
 
+def _ink_box(img: Image.Image, paper: int) -> tuple[int, int, int, int] | None:
+    """Bounding box (left, top, right, bottom) of the pixels darker than `paper`; None if there are none."""
+    dark = np.asarray(img) < paper
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None) -> Image.Image:
     """`text` as a grayscale field crop: dark ink on light paper, cropped tightly left and right.
 
@@ -280,7 +290,7 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
         draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
         x += length + space
 
-    ink_box = canvas.point([255] * paper + [0] * (256 - paper)).getbbox()  # pixels darker than the paper
+    ink_box = _ink_box(canvas, paper)
     left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + band_bottom)
     line_h = band_bottom - band_top
     if ink_box and rng.random() < INK_TIGHT_SHARE:
@@ -540,6 +550,12 @@ MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("image", "text", "font", "style", "kind", "layout")
 
 
+@functools.lru_cache(maxsize=16)
+def _fonts_by_style(fonts: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    """{style: its font paths in table order}, styles sorted (make_sample's draws)."""
+    return {style: [p for p, s in fonts if s == style] for style in sorted({s for _, s in fonts})}
+
+
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
                 height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0,
                 layout: str | None = None) -> tuple[Image.Image, dict]:
@@ -551,9 +567,9 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     the line is then laid out as a field crop (field_layout: layout=None mixes tight lines, margins and
     whole boxes) and degraded like a scan. Shape and layout draw from their own random streams."""
     rng = np.random.default_rng([seed, index])
-    styles = sorted({style for _, style in fonts})
-    style = _pick(rng, styles)
-    path = _pick(rng, [p for p, s in fonts if s == style])
+    by_style = _fonts_by_style(tuple(fonts))
+    style = _pick(rng, tuple(by_style))
+    path = _pick(rng, by_style[style])
     missing = font_missing(str(path))
     for _ in range(20):  # e.g. emails for a font without '@': another kind
         kind = pick_kind(rng, list(kinds))
