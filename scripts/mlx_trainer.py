@@ -272,12 +272,6 @@ def _init_worker(source):
     global _WORKER_SOURCE
     _WORKER_SOURCE = source
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:  # one core per worker: OpenCV's own thread pool (one thread per core) only adds contention
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
 
 
 def _render_chunk(ks: Sequence[int], image_size, source=None):
