@@ -46,6 +46,7 @@ if not __package__:  # run as `python scripts/<tool>.py`: import the toolkit fro
 
 import argparse
 import collections
+import contextlib
 import csv
 import functools
 import json
@@ -274,6 +275,26 @@ def _init_worker(source):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@contextlib.contextmanager
+def _one_opencv_thread():
+    """OpenCV on one thread while the pool's workers are forked, so that they inherit it: a worker is one
+    core's work, and OpenCV's own pool (a thread per core in every worker) only burns CPU time: 1.4x the
+    CPU time per rendered line (dev/bench_render.py, shared 2-core EPYC, 2026-12-02). Set in the parent:
+    cv2.setNumThreads in a forked child deadlocks once the parent has used OpenCV's threads. The parent
+    gets its own setting back afterwards."""
+    try:
+        import cv2
+    except ImportError:
+        yield
+        return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def _render_chunk(ks: Sequence[int], image_size, source=None):
     source = source or _WORKER_SOURCE
     pixels, texts = [], []
@@ -299,7 +320,8 @@ class BatchStream:
         self.prefetch = prefetch
         if workers > 0:
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source,))
+            with _one_opencv_thread():
+                self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source,))
 
     def _submit(self, b: int):
         ks = list(range(b * self.batch_size, (b + 1) * self.batch_size))
