@@ -28,7 +28,6 @@ import argparse
 import csv
 import fnmatch
 import functools
-import io
 import logging
 import math
 import multiprocessing
@@ -43,7 +42,7 @@ import cv2
 import matplotlib
 import numpy as np
 from fontTools.ttLib import TTFont  # fontTools comes with matplotlib
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from scripts.text_sources import ACCENTED, CHARSET, SYMBOLS, KINDS as FIELD_KINDS, pick_kind  # noqa: F401  (re-exported)
 from scripts.text_sources import value as text_value
