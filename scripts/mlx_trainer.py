@@ -278,8 +278,8 @@ def _init_worker(source):
 @contextlib.contextmanager
 def _one_opencv_thread():
     """OpenCV on one thread while the pool's workers are forked, so that they inherit it: a worker is one
-    core's work, and OpenCV's own pool (a thread per core in every worker) only burns CPU time: 1.4x the
-    CPU time per rendered line (dev/bench_render.py, shared 2-core EPYC, 2026-12-02). Set in the parent:
+    core's work, and OpenCV's own pool (a thread per core in every worker) only burns CPU time: up to 1.4x
+    the CPU time per rendered line (dev/bench_render.py, shared 2-core EPYC, 2026-12-02). Set in the parent:
     cv2.setNumThreads in a forked child deadlocks once the parent has used OpenCV's threads. The parent
     gets its own setting back afterwards."""
     try:
