@@ -69,6 +69,44 @@ def test_render_line_gives_a_tight_gray_line_with_ink():
     assert ink_cols[0] < 0.5 * img.height and img.width - 1 - ink_cols[-1] < 0.5 * img.height  # tight crop
 
 
+def _ink_rows(img, threshold=150):
+    rows = np.flatnonzero((np.asarray(img) < threshold).any(axis=1))
+    return rows[0], rows[-1] + 1
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_render_line_cuts_a_share_of_lines_at_their_ink(monkeypatch, share):
+    """Lower-case text without ascenders: cut at the font's band it fills about half the height; cut at its
+    ink (INK_TIGHT_SHARE, as trim_to_ink cuts field crops) it fills the height but for 0-20% margins."""
+    monkeypatch.setattr(sd, "INK_TIGHT_SHARE", share)
+    fill = []
+    for seed in range(8):
+        img = sd.render_line("cameo name", FALLBACK, height=64, rng=seed)
+        top, bottom = _ink_rows(img)
+        fill.append((bottom - top) / img.height)
+    if share:
+        assert min(fill) > 1 / 1.5, fill  # at most 20% above and below, plus resampling
+    else:
+        assert max(fill) < 0.6, fill
+
+
+def test_percentiles_match_numpy():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (3, 7), (64, 300)]:
+        img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        percents = (0, 1, 10, 50, 90, 99, 100)
+        assert sd._percentiles(img, *percents) == [int(np.percentile(np.asarray(img), p)) for p in percents]
+
+
+@pytest.mark.parametrize("angle", [-2.0, -0.3, 0.0, 1.7])
+def test_rotate_has_pils_geometry(angle):
+    line = sd.render_line("Calle 26 # 68B-35", FALLBACK, height=64, rng=2)
+    ours, pil = sd._rotate(line, angle, 255), line.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=255)
+    assert ours.size == pil.size
+    a, b = np.asarray(ours, np.float32), np.asarray(pil, np.float32)
+    assert np.abs(a - b).mean() < 2.0  # interpolation kernels differ slightly, the geometry does not
+
+
 def test_render_line_is_deterministic_from_rng_seed():
     a, b = (np.asarray(sd.render_line("José Núñez", FALLBACK, rng=5)) for _ in range(2))
     c = np.asarray(sd.render_line("José Núñez", FALLBACK, rng=6))
