@@ -234,10 +234,11 @@ class SynthSource:
             raise ValueError("no usable font for the synthetic stream (./setup_mlx.sh --fonts installs them)")
         self.seed, self.kinds, self.strength, self.height = seed, tuple(kinds or synth_data.FIELD_KINDS), strength, height
         self.warp, self.layout = warp, layout
-        self._make_sample = synth_data.make_sample
 
     def get(self, k: int) -> tuple[Image.Image, str]:
-        img, row = self._make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
+        from scripts.synth_data import make_sample
+
+        img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
                                warp_strength=self.warp, layout=self.layout)
         return img, row["text"]
 
