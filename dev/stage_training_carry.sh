@@ -7,6 +7,8 @@
 # One call carries at most 64 MiB *including the tracked tree* (~19 MiB: the bundled model), so MLX
 # (../shared/device/stage-mlx-cuda: .device/part1 45 MB, .device/part2 42 MB) and this folder take three
 # calls, made back to back (the machine goes back after ~30 s idle; a fresh one costs ~4 min of device time):
+# Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
+# mlx wheel out of .device/part1 into data/carry/mlx/, and --unpack puts it into /tmp/mlxw:
 #   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
 #   2. carry ["data/carry"]:     dev/stage_training_carry.sh --unpack
 #   3. carry [".device/part2"]:  . .device/part2/mlx-cuda-env.sh && . /tmp/carry-env.sh && \
@@ -14,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine
-  mkdir -p /tmp/fonts /tmp/dict
+  mkdir -p /tmp/fonts /tmp/dict /tmp/mlxw
+  if [ -d data/carry/mlx ]; then cp data/carry/mlx/*.whl /tmp/mlxw/; fi  # the mlx wheel (see above)
   tar xJf data/carry/fonts.tar.xz -C /tmp/fonts
   tar xJf data/carry/dict.tar.xz -C /tmp/dict
   python3 -m pip install -q --no-index --no-deps --target /tmp/carry-site data/carry/*.whl
@@ -42,5 +45,12 @@ lists=$("$py" -c "from scripts.text_sources import wordlist_files; print(' '.joi
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$out" \
   "faker==$("$py" -c 'import faker; print(faker.VERSION)')" "rapidfuzz>=3,<4"
+mkdir -p "$out/mlx"  # the mlx wheel travels here, not in .device/part1 (the 64 MiB limit; see above)
+if ls .device/part1/mlx-*.whl >/dev/null 2>&1; then
+  mv .device/part1/mlx-*.whl "$out/mlx/"
+else
+  cp "${XDG_CACHE_HOME:-$HOME/.cache}"/mlx-cuda-wheels/*/mlx-[0-9]*.whl "$out/mlx/" 2>/dev/null \
+    || echo "no mlx wheel found: run ../shared/device/stage-mlx-cuda first, then this script" >&2
+fi
 du -sh "$out"/*
 echo "staged $(printf '%s\n' "$fonts" | wc -l) training font files and word lists ($lists) in $out"
