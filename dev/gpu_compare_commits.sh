@@ -2,7 +2,7 @@
 # Did issue 13's decoder changes slow MLX down on CUDA? Time the same benchmark from several code trees in one
 # GPU call, interleaved (old, ..., now; then again), so a slower host that day hits all alike.
 # Measured 2026-12-02 (benchmarks/compare_commits_2026-12-02.log): at batch 32, 689b28a (2026-11-21) gave
-# 190-258 MLX lines/s and main 153-173, at batch 128 both ~200-217: a ~24% slowdown at batch 32 only. The
+# 190-258 MLX lines/s and main 153-173 (medians 216 and 172: 0.80x), at batch 128 both ~200-217. The
 # candidates lie between them (git log 689b28a..c5fb10d): f0d5bad (fused q/k/v, mask-free self-attention),
 # 1825409 (one K/V cache array per layer), f8f46af (greedy step), 5d06398 (contiguous cross K/V).
 #

@@ -7,12 +7,12 @@
 # One call carries at most 64 MiB *including the tracked tree* (~19 MiB: the bundled model), so MLX
 # (../shared/device/stage-mlx-cuda: .device/part1 45 MB, .device/part2 42 MB) and this folder take three
 # calls, made back to back (the machine goes back after ~30 s idle; a fresh one costs ~4 min of device time):
-# Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
-# mlx wheel out of .device/part1 into data/carry/mlx/, and --unpack puts it into /tmp/mlxw:
 #   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
 #   2. carry ["data/carry"]:     dev/stage_training_carry.sh --unpack
 #   3. carry [".device/part2"]:  . .device/part2/mlx-cuda-env.sh && . /tmp/carry-env.sh && \
 #        python3 scripts/mlx_trainer.py train ...   (the model card lists the command)
+# Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
+# mlx wheel out of .device/part1 into data/carry/mlx/, and --unpack puts it into /tmp/mlxw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine

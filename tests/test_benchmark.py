@@ -65,3 +65,39 @@ def test_gpu_bench_summary_reads_the_quantized_run_and_failed_worker_counts(tmp_
     assert "says nothing about a trained model" in text
     assert "4 workers: FAILED (1024 of 1024 lines): worker 2 died" in text
     assert "best aggregate: MLX 215.0 lines/s (MLX, 1 process, batch 128, bench_gpu) vs transformers 480.0" in text
+
+
+def test_gpu_compare_commits_runs_each_staged_tree_in_turn(tmp_path):
+    """dev/gpu_compare_commits.sh: refuses unstaged commits; runs every staged tree, then the current one,
+    once per pass, each from its own root, passing BATCHES through (a stand-in for python records the runs)."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = root / "dev" / "gpu_compare_commits.sh"
+    rev = "pytest-compare-tree"
+    old = root / ".old" / rev
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "  mlx      batch  32: $PWD $*"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "OUT": str(tmp_path), "BATCHES": "32", "PASSES": "2"}
+
+    missing = subprocess.run(["bash", str(script), rev], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and f".old/{rev} missing" in missing.stderr
+    assert subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True).returncode == 2
+
+    (old / "scripts").mkdir(parents=True, exist_ok=True)  # what --stage writes (scripts/ only)
+    try:
+        run = subprocess.run(["bash", str(script), rev], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(old)
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0
+    assert [l for l in lines if l.startswith("==")] == [f"== {rev}, pass 1", "== now, pass 1",
+                                                        f"== {rev}, pass 2", "== now, pass 2"]
+    runs = [l for l in lines if l.startswith("  mlx")]
+    assert len(runs) == 4 and all("--batch-sizes 32 " in l for l in runs)
+    assert runs[0].split()[3] == str(old) and runs[1].split()[3] == str(root)
+    assert f"compare_{rev}_2.json" in runs[2] and "compare_now_2.json" in runs[3]
