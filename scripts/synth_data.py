@@ -557,17 +557,21 @@ def _fonts_by_style(fonts: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
 
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
                 height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0,
-                layout: str | None = None) -> tuple[Image.Image, dict]:
+                layout: str | None = None, handwriting_share: float | None = None) -> tuple[Image.Image, dict]:
     """Sample `index` of the data set `seed`: (image, row without 'image'). Depends only on its arguments.
 
     Picks a style uniformly among those present, then a font of that style, so handwriting is not
-    swamped by the many printed font files; then a kind (text_sources.KIND_WEIGHTS) and a value the font
+    swamped by the many printed font files (handwriting_share: the odds of handwriting instead, when both
+    styles are present; None keeps the uniform draw and so every earlier stream); then a kind (text_sources.KIND_WEIGHTS) and a value the font
     can draw (accents it lacks are dropped from image and label alike). warp_strength > 0 adds `warp`;
     the line is then laid out as a field crop (field_layout: layout=None mixes tight lines, margins and
     whole boxes) and degraded like a scan. Shape and layout draw from their own random streams."""
     rng = np.random.default_rng([seed, index])
     by_style = _fonts_by_style(tuple(fonts))
-    style = _pick(rng, tuple(by_style))
+    if handwriting_share is not None and len(by_style) == 2:
+        style = "handwriting" if rng.random() < handwriting_share else "printed"
+    else:
+        style = _pick(rng, tuple(by_style))
     path = _pick(rng, by_style[style])
     missing = font_missing(str(path))
     for _ in range(20):  # e.g. emails for a font without '@': another kind

@@ -221,6 +221,17 @@ def test_make_sample_warp_is_an_extra_stream():
     assert all(im.height == 64 for im, _ in warped)
 
 
+def test_make_sample_handwriting_share():
+    fonts = [(FALLBACK, "printed"), (FALLBACK, "handwriting")]
+    styles = lambda share: [sd.make_sample(i, 2, fonts, height=None, strength=0, handwriting_share=share)[1]["style"]
+                            for i in range(40)]
+    assert set(styles(1.0)) == {"handwriting"} and set(styles(0.0)) == {"printed"}
+    assert 5 < styles(0.5).count("handwriting") < 35
+    # None keeps the uniform draw, so earlier streams stay as they were
+    uniform = [sd.make_sample(i, 2, fonts, height=None, strength=0)[1]["style"] for i in range(40)]
+    assert uniform == styles(None) and len(set(uniform)) == 2
+
+
 def test_split_fonts_holds_out_the_listed_families_per_style():
     fonts = ["/f/urw-base35/P052-Roman.otf", "/f/urw-base35/P052-Bold.otf", "/f/urw-base35/NimbusSans-Regular.otf",
              "/f/kristi/Kristi.ttf", "/f/sjfonts/SteveHand.ttf", "/f/sjfonts/Delphine.ttf", "/f/breip/Breip.ttf"]
