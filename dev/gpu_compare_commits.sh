@@ -5,6 +5,8 @@
 # 190-258 MLX lines/s and main 153-173 (medians 216 and 172: 0.80x), at batch 128 both ~200-217. The
 # candidates lie between them (git log 689b28a..c5fb10d): f0d5bad (fused q/k/v, mask-free self-attention),
 # 1825409 (one K/V cache array per layer), f8f46af (greedy step), 5d06398 (contiguous cross K/V).
+# Bisected later that day (benchmarks/compare_commits_bisect_2026-12-02.log): 1825409 lost ~37% at batch 32;
+# main went back to two cache arrays (compare_commits_kvfix_2026-12-02.log: 1.51x the batch-32 lines/s).
 #
 # Here (once per commit), put each old tree in a git-ignored folder a device call can carry (~0.4 MB each):
 #     dev/gpu_compare_commits.sh --stage 689b28a f0d5bad 1825409     # writes .old/<commit> (scripts/ only)

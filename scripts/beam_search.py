@@ -65,7 +65,7 @@ def beam_search(model, pixel_values: mx.array, cfg: GenerationConfig) -> Generat
     memory = model.encode(pixel_values)
     batch = memory.shape[0]
     # cross-attention K/V: projected once per image, repeated per beam once
-    cross_kv = [mx.repeat(kv, nb, axis=1) for kv in model.decoder.cross_kv(memory)]
+    cross_kv = [(mx.repeat(k, nb, axis=0), mx.repeat(v, nb, axis=0)) for k, v in model.decoder.cross_kv(memory)]
     cache = model.make_cache(batch * nb, max_length)
     caches = [c.kv for c in cache]
     step_fn = model.decode_step(compiled=use_compiled_step())

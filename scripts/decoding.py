@@ -69,7 +69,7 @@ def _encode_for_generation(model, pixel_values: mx.array, copies: int, compiled:
     memory = _encoder(model, compiled)(pixel_values)
     cross_kv = model.decoder.cross_kv(memory)
     if copies > 1:  # project once per image, then repeat per returned sequence / beam
-        cross_kv = [mx.repeat(kv, copies, axis=1) for kv in cross_kv]
+        cross_kv = [(mx.repeat(k, copies, axis=0), mx.repeat(v, copies, axis=0)) for k, v in cross_kv]
     return memory.shape[0] * copies, cross_kv
 
 

@@ -286,9 +286,10 @@ class Attention(nn.Module):
     def query(self, x: mx.array) -> mx.array:
         return self.split_heads(self.q_proj(x), 1)[0]
 
-    def project_kv(self, memory: mx.array) -> mx.array:
-        """(2, B, heads, S, head_dim): k and v of cross-attention over `memory`, one matmul."""
-        return self.split_heads(self.kv_proj(memory), 2)
+    def project_kv(self, memory: mx.array) -> tuple[mx.array, mx.array]:
+        """k, v (B, heads, S, head_dim) of cross-attention over `memory`, one matmul."""
+        k, v = self.split_heads(self.kv_proj(memory), 2)
+        return k, v
 
     def attend(self, q: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
         """Attention of q over k, v, then the output projection. `mask` is None or "causal": MLX's fused
@@ -381,41 +382,50 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = activation(cfg.activation_function)
 
-    def __call__(self, x, cross_kv: mx.array, cache: Optional["KVCache"] = None, offset: int = 0):
-        """x (B, N, d) at positions offset..offset+N-1; cross_kv (2, B, heads, S, head_dim). With a cache,
-        k/v are written into it and the queries attend over every position up to their own; without one,
-        N > 1 is a causal pass."""
-        qkv = self.self_attn.qkv(x)
-        kv = qkv[1:] if cache is None else cache.update(qkv[1:], offset)
+    def __call__(self, x, cross_kv: tuple[mx.array, mx.array], cache: Optional["KVCache"] = None, offset: int = 0):
+        """x (B, N, d) at positions offset..offset+N-1; cross_kv: k, v (B, heads, S, head_dim). With a
+        cache, k/v are written into it and the queries attend over every position up to their own; without
+        one, N > 1 is a causal pass."""
+        q, k, v = self.self_attn.qkv(x)
+        if cache is not None:
+            k, v = cache.update(k, v, offset)
         mask = "causal" if x.shape[1] > 1 else None  # bottom-right aligned: query i sees keys <= offset + i
-        x = self.self_attn_layer_norm(x + self.self_attn.attend(qkv[0], kv[0], kv[1], mask=mask))
+        x = self.self_attn_layer_norm(x + self.self_attn.attend(q, k, v, mask=mask))
         q = self.encoder_attn.query(x)
-        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(q, cross_kv[0], cross_kv[1]))
+        x = self.encoder_attn_layer_norm(x + self.encoder_attn.attend(q, *cross_kv))
         return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
 
 
 class KVCache:
-    """Preallocated self-attention keys and values of one layer, in one array (2, B, heads, max_len, head_dim),
-    so a step writes both with one update.
+    """Preallocated self-attention keys and values of one layer, two arrays (B, heads, max_len, head_dim).
+    (One (2, ...) array written with one update was tried, 1825409: 0.64x the lines/s at batch 32 on the
+    H200, benchmarks/compare_commits_bisect_2026-12-02.log.)
 
     `update` writes positions offset..offset+N-1 and returns the filled part (a view), so attention
     needs no mask over unfilled positions and a one-token step runs MLX's fused vector kernel.
     """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype):
-        self.kv = mx.zeros((2, batch, heads, max_len, head_dim), dtype=dtype)
+        self.keys = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
+        self.values = mx.zeros((batch, heads, max_len, head_dim), dtype=dtype)
 
-    def update(self, kv: mx.array, offset: int) -> mx.array:
-        end = offset + kv.shape[3]
-        if end > self.kv.shape[3]:
-            raise ValueError(f"KV cache holds {self.kv.shape[3]} positions; step writes up to {end}")
-        self.kv[:, :, :, offset:end] = kv.astype(self.kv.dtype)
-        return self.kv[:, :, :, :end]
+    @property
+    def kv(self) -> tuple[mx.array, mx.array]:
+        """The two buffers, as the functional decode step takes and returns them."""
+        return self.keys, self.values
+
+    def update(self, k: mx.array, v: mx.array, offset: int) -> tuple[mx.array, mx.array]:
+        end = offset + k.shape[2]
+        if end > self.keys.shape[2]:
+            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; step writes up to {end}")
+        self.keys[:, :, offset:end] = k.astype(self.keys.dtype)
+        self.values[:, :, offset:end] = v.astype(self.values.dtype)
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
     @classmethod
-    def from_array(cls, kv: mx.array) -> "KVCache":
+    def from_array(cls, kv: tuple[mx.array, mx.array]) -> "KVCache":
         cache = cls.__new__(cls)
-        cache.kv = kv
+        cache.keys, cache.values = kv
         return cache
 
 
@@ -463,11 +473,11 @@ class TextDecoder(nn.Module):
             return self.embed_tokens.as_linear(x)
         return self.output_projection(x)
 
-    def cross_kv(self, memory: mx.array) -> list[mx.array]:
-        """Cross-attention keys/values (2, B, heads, S, head_dim) for every layer: computed once per image,
-        reused every step. Made contiguous once here: the CPU's attention (matmuls) would otherwise copy
-        the strided views at every step."""
-        return [mx.contiguous(layer.encoder_attn.project_kv(memory)) for layer in self.layers]
+    def cross_kv(self, memory: mx.array) -> list[tuple[mx.array, mx.array]]:
+        """Cross-attention k, v (B, heads, S, head_dim) for every layer: computed once per image, reused
+        every step. Made contiguous once here: the CPU's attention (matmuls) would otherwise copy the
+        strided views at every step."""
+        return [tuple(mx.contiguous(t) for t in layer.encoder_attn.project_kv(memory)) for layer in self.layers]
 
     def __call__(self, tokens: mx.array, cross_kv, cache: Optional[list[KVCache]] = None, offset: int = 0) -> mx.array:
         """Logits for `tokens` (B, L) at positions offset..offset+L-1 (offset: a Python int).
@@ -530,7 +540,7 @@ class TrOCR(nn.Module):
                 return logits, [c.kv for c in cache]
 
             def step_reorder(index, tokens, offset, cross_kv, caches):
-                return step(tokens, offset, cross_kv, [kv[:, index] for kv in caches])
+                return step(tokens, offset, cross_kv, [(k[index], v[index]) for k, v in caches])
 
             steps = {
                 False: (step, step_reorder),
