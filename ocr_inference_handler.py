@@ -28,7 +28,7 @@ OUTPUT_DIR = "outputs/form_pytorch"
 BASE_MODEL = None  # None: models/pytorch/default (the transformers export of the default MLX model)
 FINETUNED_MODEL = None  # e.g. "models/pytorch/my-finetune"; every region is then OCRed with both
 MAX_LENGTH = 64  # tokens per field, start token included
-NUM_BEAMS = 1  # 1 = greedy
+NUM_BEAMS = None  # None: the model's generation_config.json (the bundled model: 4 beams); 1 = greedy
 BATCH_SIZE = 8  # fields per forward pass
 DTYPE = None  # None (as stored), "float32", "float16" or "bfloat16"
 DEVICE = None  # None (cpu), "cpu", "cuda" or "mps"
@@ -79,7 +79,9 @@ class TorchEngine:
         self.model = VisionEncoderDecoderModel.from_pretrained(str(self.path), **kwargs).to(self.device).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(str(self.path))
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        self.num_beams, self.max_length = config.num_beams, config.max_length
+        # None: the checkpoint's generation_config, as transformers' generate() reads it
+        self.num_beams = config.num_beams or self.model.generation_config.num_beams or 1
+        self.max_length = config.max_length
 
     def recognize(self, images: Sequence) -> List[Tuple[str, float, float]]:
         torch = self.torch
@@ -106,7 +108,7 @@ class TorchEngine:
 
     def describe(self) -> dict:
         return {"engine": self.name, "model": str(Path(self.path).resolve()), "dtype": str(self.model.dtype).replace("torch.", ""),
-                "device": str(self.device)}
+                "device": str(self.device), "num_beams": self.num_beams}
 
 
 def make_engine(model: Optional[str], role: str, config: fp.FormOCRConfig) -> TorchEngine:

@@ -32,7 +32,7 @@ BASE_MODEL = None  # None: model_registry.default_model_path() (models/mlx/defau
 FINETUNED_MODEL = None  # e.g. "models/mlx/my-finetune"; every region is then OCRed with both
 MLX_CACHE_DIR = "models/mlx"  # where transformers checkpoints are converted to (once)
 MAX_LENGTH = 64  # tokens per field, start token included
-NUM_BEAMS = 1  # 1 = greedy
+NUM_BEAMS = None  # None: the model's generation_config.json (the bundled model: 4 beams); 1 = greedy
 BATCH_SIZE = 8  # fields per forward pass
 DTYPE = None  # None (as stored), "float32", "float16" or "bfloat16"
 DEVICE = None  # None (MLX's default: the GPU on Apple silicon), "cpu" or "gpu"
@@ -135,6 +135,7 @@ class MLXEngine:
 
         return {"engine": self.name, "model": str(Path(self.path).resolve()), "converted_from": self.source,
                 "dtype": self.dtype or "as stored", "device": self.device,
+                "num_beams": self.processor.generation_options(**self.gen).num_beams,
                 "blas": cpu_blas.blas() if "cpu" in self.device else None}
 
 

@@ -46,7 +46,7 @@ def read_manifest(paths: Sequence) -> list[dict]:
     return rows
 
 
-def score_fields(model_dir, rows: list[dict], batch_size: int = 16, max_length: int = 64, num_beams: int = 1,
+def score_fields(model_dir, rows: list[dict], batch_size: int = 16, max_length: int = 64, num_beams: Optional[int] = None,
                  show_progress: bool = True) -> list[dict]:
     """Each row with the model's text, both scores and `wrong`. Unreadable images are an error naming them."""
     from PIL import Image
@@ -73,6 +73,12 @@ def score_fields(model_dir, rows: list[dict], batch_size: int = 16, max_length: 
     return out
 
 
+def model_num_beams(model_dir) -> int:
+    """The beam width the model's generation_config.json asks for (what the handlers use by default)."""
+    path = Path(model_dir) / "generation_config.json"
+    return int(json.loads(path.read_text()).get("num_beams") or 1) if path.is_file() else 1
+
+
 def auc_difference(a, b, wrong, n: int = 200, seed: int = 0) -> dict:
     """AUC(a) - AUC(b) and a 95% paired-bootstrap interval over fields."""
     a, b, wrong = np.asarray(a), np.asarray(b), np.asarray(wrong)
@@ -90,7 +96,7 @@ def auc_difference(a, b, wrong, n: int = 200, seed: int = 0) -> dict:
 
 
 def run(manifests: Sequence, model_dir, catch: float = C.DEFAULT_CATCH, score: Optional[str] = None,
-        batch_size: int = 16, max_length: int = 64, num_beams: int = 1, show_progress: bool = True) -> dict:
+        batch_size: int = 16, max_length: int = 64, num_beams: Optional[int] = None, show_progress: bool = True) -> dict:
     from scripts.metrics import cer
 
     rows = read_manifest(manifests)
@@ -103,6 +109,7 @@ def run(manifests: Sequence, model_dir, catch: float = C.DEFAULT_CATCH, score: O
     if stored is not None:  # how the model's current threshold does on these crops
         result["at_stored_threshold"] = {"calibration": stored.source, "score": stored.score,
                                          **C.at_threshold([f[stored.score] for f in fields], wrong, stored.threshold)}
+    result["num_beams"] = num_beams or model_num_beams(model_dir)  # a threshold holds for one way of reading
     result["fields"] = len(fields)
     result["exact"] = sum(not w for w in wrong)
     result["cer"] = cer([f["truth"] for f in fields], [f["text"] for f in fields])
@@ -151,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write the full report (with every field's reading) here")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64, help="tokens per field, start token included")
-    ap.add_argument("--num-beams", type=int, default=1)
+    ap.add_argument("--num-beams", type=int, default=None,
+                    help="read with this beam width (default: the model's generation_config.json, as the handlers do)")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
     if not 0 < args.catch <= 1:

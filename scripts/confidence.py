@@ -218,7 +218,7 @@ def write_calibration(model_dir, result: dict, manifest: str, model: str) -> Pat
               "rule": f"flag a field when its {result['score']} ({SCORES[result['score']]}) < threshold",
               "catch_target": result["catch_target"], "manifest": manifest, "model": model,
               "created": datetime.datetime.now().isoformat(timespec="seconds"),
-              "weights": weights_fingerprint(model_dir),
+              "weights": weights_fingerprint(model_dir), "num_beams": result.get("num_beams"),
               "at_threshold": result["at_threshold"],
               "scores": {k: {"auc": v["auc"]} for k, v in result["scores"].items()}}
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

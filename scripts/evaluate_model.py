@@ -4,7 +4,8 @@
     python scripts/synth_data.py --out data/eval_heldout --n 600 --seed 7 --font-split heldout
     python scripts/evaluate_model.py data/eval_heldout/manifest.csv --json eval_heldout.json
 
-Our model reads with greedy decoding through load_mlx_processor, exactly as the handlers do; the peers
+Our model reads through load_mlx_processor exactly as the handlers do (its generation_config.json's beam
+width unless --num-beams says otherwise); the peers
 come from evaluate_peers.py (tesseract spa+eng --psm 7, rapidocr recognition only).
 """
 
@@ -25,11 +26,12 @@ from scripts.evaluate_peers import evaluate, format_report, make_recognizer
 from scripts.model_registry import resolve_model_path
 
 
-def mlx_recognizer(model_path=None, batch_size: int = 32, dtype=None):
+def mlx_recognizer(model_path=None, batch_size: int = 32, dtype=None, num_beams=None):
     from scripts.mlx_processor import load_mlx_processor
 
     proc = load_mlx_processor(resolve_model_path(model_path), dtype=dtype)
-    return lambda images: proc.process_batch(images, batch_size=batch_size, show_progress=False)
+    gen = {"num_beams": num_beams} if num_beams else {}  # None: the model's generation_config.json
+    return lambda images: proc.process_batch(images, batch_size=batch_size, show_progress=False, **gen)
 
 
 def main(argv=None) -> int:
@@ -40,9 +42,11 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="ours", help="label of our model in the report")
     ap.add_argument("--peers", default="tesseract,rapidocr", help="comma-separated peers ('' for none)")
     ap.add_argument("--limit", type=int, help="first N lines only")
+    ap.add_argument("--num-beams", type=int, default=None,
+                    help="our model's beam width; 1 = greedy (default: its generation_config.json, as the handlers read)")
     ap.add_argument("--json", help="write the full report here")
     args = ap.parse_args(argv)
-    recognizers = {args.name: mlx_recognizer(args.model)}
+    recognizers = {args.name: mlx_recognizer(args.model, num_beams=args.num_beams)}
     for name in filter(None, args.peers.split(",")):
         try:
             recognizers[name] = make_recognizer(name)

@@ -90,7 +90,7 @@ class FormOCRConfig:
     base_model: Optional[str] = None  # None: the handler's default model
     finetuned_model: Optional[str] = None  # OCR every region with this one too when given
     max_length: int = 64  # tokens per region, start token included (as transformers' max_length)
-    num_beams: int = 1  # 1 = greedy
+    num_beams: Optional[int] = None  # None: the model's generation_config.json; 1 = greedy
     batch_size: int = 8  # regions per forward pass
     dtype: Optional[str] = None  # float32 / float16 / bfloat16; None: as stored
     device: Optional[str] = None  # engine-specific ("cpu"/"gpu" for MLX, "cpu"/"cuda"/"mps" for torch)
@@ -576,7 +576,9 @@ def build_arg_parser(defaults: FormOCRConfig, description: str = "", engine_help
                              "fine-tuned one (default: %(default)s)")
     models.add_argument("--max-length", type=int, default=d.max_length,
                         help="longest output per region in tokens, start token included (default: %(default)s)")
-    models.add_argument("--num-beams", type=int, default=d.num_beams, help="beam width; 1 = greedy (default: %(default)s)")
+    models.add_argument("--num-beams", type=int, default=d.num_beams,
+                        help="beam width; 1 = greedy (default: the model's generation_config.json; the bundled "
+                             "model's says 4)")
     models.add_argument("--batch-size", type=int, default=d.batch_size,
                         help="regions per forward pass (default: %(default)s)")
     models.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=d.dtype,
@@ -637,7 +639,7 @@ def config_from_args(args: argparse.Namespace, defaults: FormOCRConfig) -> FormO
     if config.ground_truth and Path(config.image).is_dir():
         config.ground_truth = None  # one {region: text} file cannot score a folder of different forms
     for key in ("max_length", "num_beams", "batch_size"):
-        if getattr(config, key) < 1:
+        if getattr(config, key) is not None and getattr(config, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(config, key)}")
     if config.max_length < 2:
         raise ValueError("--max-length must be at least 2 (the start token plus one generated token)")

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image", nargs="+", required=True, help="one or more text-line images")
     ap.add_argument("--max-length", type=int, help="max tokens incl. the start token (default: the model's, else 64)")
     ap.add_argument("--max-new-tokens", type=int, help="max generated tokens (overrides --max-length)")
-    ap.add_argument("--num-beams", type=int, help="beam search width (default 1: greedy)")
+    ap.add_argument("--num-beams", type=int, help="beam search width (default: the model's generation_config.json; 1 = greedy)")
     ap.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     ap.add_argument("--temperature", type=float, help="sampling temperature (only with --do-sample)")
     ap.add_argument("--seed", type=int, help="random seed for --do-sample")

@@ -99,7 +99,9 @@ def test_every_output_is_written(runs, name):
     al = results["alignment"]
     assert al["ok"] and al["method"] == "structure+ecc" and al["score"] > 0.9 and not al["reasons"]
     assert np.asarray(al["matrix"]).shape == (3, 3) and abs(al["rotation_deg"]) < 2
-    assert results["settings"]["max_length"] == MAX_LENGTH and results["settings"]["num_beams"] == 1
+    # num_beams None: the model's generation_config.json (the tiny checkpoints' asks for none: greedy)
+    assert results["settings"]["max_length"] == MAX_LENGTH and results["settings"]["num_beams"] is None
+    assert results["models"]["base"]["num_beams"] == 1
     assert results["models"]["base"]["engine"] == ("pytorch" if name == "pytorch" else "mlx")
     assert {"align_s", "ocr_base_s", "total_s"} <= set(results["timings"])
 
@@ -153,6 +155,30 @@ def test_flags_follow_the_models_calibration(runs, models, tmp_path):
     assert record["flagging"]["source"] == "--flag-threshold" and all(r["flagged"] for r in record["regions"])
     (model / CALIBRATION_FILE).write_text("{not json")
     assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q"]) == 2
+
+
+def test_beam_width_comes_from_the_models_generation_config(models, tmp_path):
+    """NUM_BEAMS None (the default): each handler reads with the beam width of the model's
+    generation_config.json, as transformers' generate() does; the same texts as --num-beams given."""
+    hf, mlx_dir, _ = models
+    folders = {"mlx": tmp_path / "mlx_model", "pytorch": tmp_path / "hf_model"}
+    shutil.copytree(mlx_dir, folders["mlx"])
+    shutil.copytree(hf, folders["pytorch"])
+    for folder in folders.values():
+        path = folder / "generation_config.json"
+        gen = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**gen, "num_beams": 3}))
+    records = {}
+    for name, handler in (("mlx", mlx_handler), ("pytorch", pt_handler)):
+        out = tmp_path / name
+        assert handler.main(common_flags(out) + ["--base-model", str(folders[name]), "-q"]) == 0
+        records[name] = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        assert records[name]["settings"]["num_beams"] is None and records[name]["models"]["base"]["num_beams"] == 3
+    out = tmp_path / "explicit"
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(mlx_dir), "-q", "--num-beams", "3"]) == 0
+    explicit = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    texts = {name: [r["text"] for r in rec["regions"]] for name, rec in records.items()}
+    assert texts["mlx"] == texts["pytorch"] == [r["text"] for r in explicit["regions"]]
 
 
 def test_checkpoint_is_converted_once(runs, models, monkeypatch):
