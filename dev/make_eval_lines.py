@@ -268,4 +268,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from scripts.text_sources import fix_hash_seed
+
+    fix_hash_seed()  # the same seed gives the same texts in every run
     sys.exit(main())

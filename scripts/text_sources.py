@@ -132,6 +132,18 @@ def load_words(name: str, root: str = str(DICT_ROOT)) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
+def fix_hash_seed() -> None:
+    """Re-run this interpreter once with PYTHONHASHSEED=0 unless it is set so. Some of Faker's values depend
+    on the order of a set of strings, which follows Python's per-process string hashing: without this the
+    same seed gave other texts in every run (seen in dev/make_eval_lines.py, 2026-12-02). For entry points
+    only (`if __name__ == "__main__":`), before any work."""
+    import sys
+
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, sys.orig_argv)
+
+
 def faker(locale: str):
     try:
         from faker import Faker
