@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", required=True, help="folder of field crops (a handler run's regions/)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--num-beams", type=int, help="beam width (default: the model's generation_config.json, as the handlers)")
     ap.add_argument("--threads", type=int, help="BLAS / OpenMP threads")
     ap.add_argument("--output", help="append the result as one JSON line here")
     args = ap.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-    config = fp.replace(handler.DEFAULTS, batch_size=args.batch_size)
+    config = fp.replace(handler.DEFAULTS, batch_size=args.batch_size, num_beams=args.num_beams)
     t0 = time.perf_counter()
     engine = handler.make_engine(args.model, "base", config)
     load = time.perf_counter() - t0
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
         print(f"{args.engine}: {len(crops)} fields in {passes[-1]['wall_s']:.2f} s wall, {passes[-1]['cpu_s']:.2f} s CPU",
               flush=True)
     result = {"engine": args.engine, "model": str(engine.describe().get("model")), "fields": len(crops),
+              "num_beams": engine.describe().get("num_beams"),
               "load_s": round(load, 3), "passes": passes, "threads": args.threads,
               "load_average": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "texts": texts}
     if args.output:
