@@ -12,7 +12,13 @@
 #   3. carry [".device/part2"]:  . .device/part2/mlx-cuda-env.sh && . /tmp/carry-env.sh && \
 #        python3 scripts/mlx_trainer.py train ...   (the model card lists the command)
 # Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
-# mlx wheel out of .device/part1 into data/carry/mlx/, and --unpack puts it into /tmp/mlxw.
+# mlx wheel out of .device/part1 into data/carry/mlx/ (--unpack puts it into /tmp/mlxw) and splits the CUDA
+# wheel into equal halves. The calls that worked on 2026-12-02 (third session):
+#   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
+#   2. carry [".device/part2"]:  cp .device/part2/cuda.whl.part.ab /tmp/mlxw/
+#   3. carry ["data/carry", ".device/env"]:  dev/stage_training_carry.sh --unpack && . .device/env/mlx-cuda-env.sh
+#      (installs MLX), then the training command in the same call;
+#   later calls on the warm machine: carry [".device/env"] (+ what they need), . .device/env/mlx-cuda-env.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine
@@ -45,6 +51,16 @@ lists=$("$py" -c "from scripts.text_sources import wordlist_files; print(' '.joi
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$out" \
   "faker==$("$py" -c 'import faker; print(faker.VERSION)')" "rapidfuzz>=3,<4"
+# The CUDA wheel's two parts (aa in part1, ab in part2), split again into equal halves: with the tracked tree
+# (21.3 MB on 2026-12-02) the 46 MB part1 was over the 64 MiB carry limit; halves are 44.9 MB each.
+if [ -f .device/part1/cuda.whl.part.aa ] && [ -f .device/part2/cuda.whl.part.ab ]; then
+  whole=$(mktemp) && cat .device/part1/cuda.whl.part.aa .device/part2/cuda.whl.part.ab > "$whole"
+  half=$(( ($(stat -c %s "$whole") + 1) / 2 ))
+  head -c "$half" "$whole" > .device/part1/cuda.whl.part.aa && tail -c +$((half + 1)) "$whole" > .device/part2/cuda.whl.part.ab
+  rm -f "$whole"
+  # later calls on a warm machine need only the env script (MLX is installed in /tmp/mlx-site by then)
+  mkdir -p .device/env && cp .device/part2/mlx-cuda-env.sh .device/env/
+fi
 mkdir -p "$out/mlx"  # the mlx wheel travels here, not in .device/part1 (the 64 MiB limit; see above)
 if ls .device/part1/mlx-*.whl >/dev/null 2>&1; then
   mv .device/part1/mlx-*.whl "$out/mlx/"
