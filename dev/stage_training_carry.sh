@@ -59,7 +59,7 @@ if [ -f .device/part1/cuda.whl.part.aa ] && [ -f .device/part2/cuda.whl.part.ab 
   head -c "$half" "$whole" > .device/part1/cuda.whl.part.aa && tail -c +$((half + 1)) "$whole" > .device/part2/cuda.whl.part.ab
   rm -f "$whole"
   # later calls on a warm machine need only the env script (MLX is installed in /tmp/mlx-site by then)
-  mkdir -p .device/env && cp .device/part2/mlx-cuda-env.sh .device/env/
+  mkdir -p .device/env && cp -f .device/part2/mlx-cuda-env.sh .device/env/
 fi
 mkdir -p "$out/mlx"  # the mlx wheel travels here, not in .device/part1 (the 64 MiB limit; see above)
 if ls .device/part1/mlx-*.whl >/dev/null 2>&1; then
