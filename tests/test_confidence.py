@@ -112,6 +112,7 @@ def test_calibrate_command_writes_calibration(tiny_model, tmp_path, capsys):
     assert len(result["readings"]) == 12 and sum(r["wrong"] for r in result["readings"]) == 6
     stored = json.loads((model / C.CALIBRATION_FILE).read_text())
     assert stored["score"] == result["score"] and stored["threshold"] == result["threshold"]
+    assert stored["num_beams"] == result["num_beams"] == 1  # the tiny model's generation_config names none
     assert C.flagging_for(model).threshold == result["threshold"]
     assert result["at_threshold"]["caught_share"] >= 0.9
     # a second run checks the stored threshold on the crops
@@ -119,6 +120,12 @@ def test_calibrate_command_writes_calibration(tiny_model, tmp_path, capsys):
                                       "--no-progress"]) == 0
     assert f"the model's calibration ({model / C.CALIBRATION_FILE})" in capsys.readouterr().out
     assert calibrate_confidence.main([str(tmp_path / "missing.csv"), "--model", str(model)]) == 1
+    # it reads as the handlers do: with the beam width of the model's generation_config.json
+    gen_path = model / "generation_config.json"
+    gen_path.write_text(json.dumps({**json.loads(gen_path.read_text()), "num_beams": 2}))
+    assert calibrate_confidence.main([str(tmp_path / "manifest.csv"), "--model", str(model), "--max-length", "10",
+                                      "--json", str(report), "--no-progress"]) == 0
+    assert json.loads(report.read_text())["num_beams"] == 2
 
 
 def test_calibration_is_bound_to_its_weights(tiny_model, tmp_path):
