@@ -81,6 +81,9 @@ class Flagging:
         at_t = self.details.get("at_threshold")
         if at_t:
             out["calibrated_on"] = {"manifest": self.details.get("manifest"), **at_t}
+        for key in ("num_beams", "warning"):  # the beam width it was made with; a mismatch with this run
+            if self.details.get(key):
+                out[key] = self.details[key]
         return out
 
 

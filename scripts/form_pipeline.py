@@ -151,9 +151,25 @@ def load_engines(config: FormOCRConfig, engine_factory: EngineFactory) -> Engine
     t0 = time.perf_counter()
     base = engine_factory(config.base_model, "base", config)
     finetuned = engine_factory(config.finetuned_model, "finetuned", config) if config.finetuned_model else None
-    flagging = {role: flagging_for(engine.describe().get("model"), config.flag_threshold)
-                for role, engine in (("base", base), ("finetuned", finetuned)) if engine is not None}
+    flagging = {}
+    for role, engine in (("base", base), ("finetuned", finetuned)):
+        if engine is not None:
+            info = engine.describe()
+            flagging[role] = check_beams(flagging_for(info.get("model"), config.flag_threshold), info.get("num_beams"))
     return Engines(base, finetuned, time.perf_counter() - t0, flagging)
+
+
+def check_beams(flagging: Flagging, num_beams: Optional[int]) -> Flagging:
+    """A calibration holds for the way of reading it was made with: when this run reads with another beam
+    width, say so (console and results.json) rather than flag by a threshold that does not fit."""
+    made_with = flagging.details.get("num_beams")
+    if not made_with or not num_beams or made_with == num_beams:
+        return flagging
+    message = (f"{flagging.source} was made reading with {made_with} beam(s), this run reads with {num_beams}: "
+               f"its threshold may catch fewer wrong fields than it says. Calibrate for this setting: "
+               f"python scripts/calibrate_confidence.py MANIFEST --model MODEL --num-beams {num_beams}")
+    warnings.warn(message, stacklevel=2)
+    return replace(flagging, details={**flagging.details, "warning": message})
 
 
 def recognize_all(engine: Engine, crops: Sequence[Image.Image], batch_size: int,

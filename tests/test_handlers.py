@@ -153,6 +153,14 @@ def test_flags_follow_the_models_calibration(runs, models, tmp_path):
     assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q", "--flag-threshold", "2"]) == 0
     record = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert record["flagging"]["source"] == "--flag-threshold" and all(r["flagged"] for r in record["regions"])
+    # made with another beam width than this run reads with: said on the console and in results.json
+    (model / CALIBRATION_FILE).write_text(json.dumps({"score": "confidence", "threshold": threshold, "num_beams": 3}))
+    with pytest.warns(UserWarning, match="made reading with 3 beam"):
+        assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q"]) == 0
+    record = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert record["flagging"]["num_beams"] == 3 and "--num-beams 1" in record["flagging"]["warning"]
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q", "--num-beams", "3"]) == 0
+    assert "warning" not in json.loads((out / "results.json").read_text(encoding="utf-8"))["flagging"]
     (model / CALIBRATION_FILE).write_text("{not json")
     assert mlx_handler.main(common_flags(out) + ["--base-model", str(model), "-q"]) == 2
 
