@@ -215,6 +215,9 @@ def gen_city(rng, locales):
         city = f"{city}, {region()}"
     elif r < 0.4:
         city = f"{city} ({fake.country()})"
+    elif r < 0.55:  # forms write "Ibagué - Tolima" too; stage 5 dropped the spaces around such dashes
+        region = getattr(fake, "department", None) or getattr(fake, "state", None) or fake.country
+        city = f"{city} - {region()}"
     return vary_case(rng, city)
 
 
@@ -223,6 +226,8 @@ def gen_company(rng, locales):
     text = fake.company()
     if rng.random() < 0.2:
         text += _pick(rng, (" S.A.S.", " S.A.", " Ltda.", " & Cía.", " E.U.", " Inc."))
+    if rng.random() < 0.1:  # a branch: "Empresa - Ciudad" (spaced dashes, see gen_city)
+        text += f" - {fake.city()}"
     return vary_case(rng, text)
 
 

@@ -237,3 +237,12 @@ def test_eval_generator_gives_the_same_crops_in_every_run(tmp_path):
     assert (outs[0] / "manifest.csv").read_text() == (outs[1] / "manifest.csv").read_text()
     for image in sorted((outs[0] / "images").iterdir()):
         assert image.read_bytes() == (outs[1] / "images" / image.name).read_bytes(), image.name
+
+
+def test_training_texts_have_spaced_dashes():
+    """Cities and companies are sometimes joined by " - " (forms write "Ibagué - Tolima"); stage 5, which
+    never saw them, read "Ramos - Salvador" as "Ramos-Salvador"."""
+    cities = [ts.gen_city(np.random.default_rng(i), ts.TRAIN_LOCALES) for i in range(300)]
+    companies = [ts.gen_company(np.random.default_rng(i), ts.TRAIN_LOCALES) for i in range(300)]
+    assert 20 < sum(" - " in c for c in cities) < 80
+    assert 10 < sum(" - " in c for c in companies) < 60
