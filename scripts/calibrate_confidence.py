@@ -47,8 +47,9 @@ def read_manifest(paths: Sequence) -> list[dict]:
 
 
 def score_fields(model_dir, rows: list[dict], batch_size: int = 16, max_length: int = 64, num_beams: Optional[int] = None,
-                 show_progress: bool = True) -> list[dict]:
-    """Each row with the model's text, both scores and `wrong`. Unreadable images are an error naming them."""
+                 show_progress: bool = True) -> tuple[list[dict], int]:
+    """Each row with the model's text, both scores and `wrong`, and the beam width read with (None: the
+    model's generation_config.json, as the handlers read). Unreadable images are an error naming them."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -70,13 +71,7 @@ def score_fields(model_dir, rows: list[dict], batch_size: int = 16, max_length: 
                 out.append({"image": r["image"], "truth": r["text"], "text": text, "confidence": conf,
                             "min_confidence": min_conf, "wrong": text != r["text"]})
             bar.update(len(chunk))
-    return out
-
-
-def model_num_beams(model_dir) -> int:
-    """The beam width the model's generation_config.json asks for (what the handlers use by default)."""
-    path = Path(model_dir) / "generation_config.json"
-    return int(json.loads(path.read_text()).get("num_beams") or 1) if path.is_file() else 1
+    return out, processor.generation_options(max_length=max_length, num_beams=num_beams).num_beams
 
 
 def auc_difference(a, b, wrong, n: int = 200, seed: int = 0) -> dict:
@@ -100,7 +95,7 @@ def run(manifests: Sequence, model_dir, catch: float = C.DEFAULT_CATCH, score: O
     from scripts.metrics import cer
 
     rows = read_manifest(manifests)
-    fields = score_fields(model_dir, rows, batch_size, max_length, num_beams, show_progress)
+    fields, used_beams = score_fields(model_dir, rows, batch_size, max_length, num_beams, show_progress)
     wrong = [f["wrong"] for f in fields]
     result = C.calibrate({name: [f[name] for f in fields] for name in C.SCORES}, wrong, catch, score)
     result["min_minus_mean_auc"] = auc_difference([f["min_confidence"] for f in fields],
@@ -109,7 +104,7 @@ def run(manifests: Sequence, model_dir, catch: float = C.DEFAULT_CATCH, score: O
     if stored is not None:  # how the model's current threshold does on these crops
         result["at_stored_threshold"] = {"calibration": stored.source, "score": stored.score,
                                          **C.at_threshold([f[stored.score] for f in fields], wrong, stored.threshold)}
-    result["num_beams"] = num_beams or model_num_beams(model_dir)  # a threshold holds for one way of reading
+    result["num_beams"] = used_beams  # a threshold holds for one way of reading
     result["fields"] = len(fields)
     result["exact"] = sum(not w for w in wrong)
     result["cer"] = cer([f["truth"] for f in fields], [f["text"] for f in fields])

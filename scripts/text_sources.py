@@ -131,7 +131,6 @@ def load_words(name: str, root: str = str(DICT_ROOT)) -> tuple[str, ...]:
     return tuple(w for w in words if w and set(w) <= allowed)
 
 
-@functools.lru_cache(maxsize=None)
 def fix_hash_seed() -> None:
     """Re-run this interpreter once with PYTHONHASHSEED=0 unless it is set so. Some of Faker's values depend
     on the order of a set of strings, which follows Python's per-process string hashing: without this the
@@ -144,6 +143,7 @@ def fix_hash_seed() -> None:
         os.execv(sys.executable, sys.orig_argv)
 
 
+@functools.lru_cache(maxsize=None)
 def faker(locale: str):
     try:
         from faker import Faker
@@ -209,14 +209,13 @@ def gen_address(rng, locales):
 def gen_city(rng, locales):
     fake = _seeded_faker(rng, locales)
     city = fake.city()
+    region = getattr(fake, "department", None) or getattr(fake, "state", None) or fake.country
     r = rng.random()
     if r < 0.3:
-        region = getattr(fake, "department", None) or getattr(fake, "state", None) or fake.country
         city = f"{city}, {region()}"
     elif r < 0.4:
         city = f"{city} ({fake.country()})"
     elif r < 0.55:  # forms write "Ibagué - Tolima" too; stage 5 dropped the spaces around such dashes
-        region = getattr(fake, "department", None) or getattr(fake, "state", None) or fake.country
         city = f"{city} - {region()}"
     return vary_case(rng, city)
 
