@@ -64,3 +64,26 @@ def test_rapidocr_reads_clean_printed_lines(printed_lines):
 def test_unknown_engine_is_rejected():
     with pytest.raises(ValueError, match="unknown engine"):
         ep.make_recognizer("abbyy")
+
+
+def test_evaluate_model_reads_with_the_models_beam_width(tiny_model, tmp_path):
+    """scripts/evaluate_model.py reads as the handlers do: the beam width of the model's
+    generation_config.json unless --num-beams is given."""
+    import json
+    import shutil
+
+    import hf_fixtures as F
+    from scripts.evaluate_model import mlx_recognizer
+    from scripts.mlx_processor import load_mlx_processor
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model[1], model)
+    gen_path = model / "generation_config.json"
+    gen_path.write_text(json.dumps({**json.loads(gen_path.read_text()), "num_beams": 3, "max_length": 8}))
+    images = F.random_images(6, seed=5)
+    proc = load_mlx_processor(model)
+    beams = proc.process_batch(images, batch_size=32, show_progress=False, num_beams=3)
+    greedy = proc.process_batch(images, batch_size=32, show_progress=False, num_beams=1)
+    assert beams != greedy  # else this test could not tell the two apart
+    assert list(mlx_recognizer(model)(images)) == beams
+    assert list(mlx_recognizer(model, num_beams=1)(images)) == greedy
