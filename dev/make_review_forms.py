@@ -29,6 +29,7 @@ if not __package__:  # run as `python dev/<tool>.py`: import the toolkit from th
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import datetime
 import csv
 import io
 import json
@@ -51,6 +52,8 @@ EVAL_FAMILIES = ("Joscelyn", "Kristi", "SteveHand", "setofont.", "KleeOne", "Can
                  "EBGaramond12-Regular", "EBGaramond12-Italic", "P052", "Jara", "Quercus", "GNUTypewriter")
 LOCALES = ("es_AR", "fr_FR", "pt_BR")
 WORD_LISTS = ("/usr/share/dict/french", "/usr/share/dict/portuguese")
+# Faker draws dates up to today unless told otherwise, which made the forms drift with the calendar.
+DATES_UNTIL = datetime.date(2026, 12, 2)
 # What each box of the bundled Bogotá template holds (by region number); other templates get random kinds.
 TEMPLATE_KINDS = {1: "date", 2: "name", 3: "id", 4: "number", 5: "phone", 6: "address", 7: "date", 8: "number",
                   9: "email", 10: "name", 11: "id", 12: "phone", 13: "amount", 14: "amount", 15: "amount",
@@ -87,7 +90,11 @@ def field_text(rng: np.random.Generator, kind: str) -> str:
     if kind == "name":
         text = fake.name() if rng.random() < 0.7 else f"{fake.last_name().upper()} {fake.first_name()}"
     elif kind == "date":
-        d = fake.date_of_birth(minimum_age=0, maximum_age=90)
+        # Faker's date_of_birth counts back from today: the forms drifted with the calendar.
+        # The same draw as date_of_birth(minimum_age=0, maximum_age=90) made on DATES_UNTIL.
+        start = DATES_UNTIL.replace(year=DATES_UNTIL.year - 91)
+        d = fake.date_time_ad(start_datetime=start, end_datetime=DATES_UNTIL).date()
+        d = d if d != start else d + datetime.timedelta(days=1)
         text = d.strftime(("%d/%m/%Y", "%d-%m-%y", "%Y.%m.%d", "%d %m %Y")[int(rng.integers(4))])
     elif kind == "id":
         digits = "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(6, 11))))

@@ -258,14 +258,38 @@ def _ink_box(img: Image.Image, paper: int) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None) -> Image.Image:
+def _draw_glyphs(canvas: Image.Image, x: float, baseline: float, word: str, font_path: str, size: int, ink: int,
+                 stroke: int, rng: np.random.Generator) -> float:
+    """Draws `word` one character at a time, each with its own size (±15%), baseline shift, tilt (about ±5°)
+    and advance: the glyph-to-glyph variation of a person's hand, which no font has and which the unseen
+    handwriting of the evaluation defeats. Returns the x after the word."""
+    for ch in word:
+        font = _load_font(font_path, max(8, int(round(size * rng.uniform(0.85, 1.15)))))
+        left, top, right, bottom = font.getbbox(ch, anchor="ls", stroke_width=stroke)
+        pad = max(2, size // 4)  # room for the tilt
+        origin = (pad - left, pad - top)
+        mask = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+        ImageDraw.Draw(mask).text(origin, ch, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255)
+        angle = float(np.clip(rng.normal(0.0, 2.5), -6.0, 6.0))
+        if abs(angle) > 0.5:
+            mask = mask.rotate(angle, resample=Image.BICUBIC, center=origin)
+        dy = float(np.clip(rng.normal(0.0, 0.04 * size), -0.1 * size, 0.1 * size))
+        canvas.paste(ink, (int(round(x - origin[0])), int(round(baseline + dy - origin[1]))), mask)
+        x += font.getlength(ch) * rng.uniform(0.9, 1.12)
+    return x
+
+
+def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None,
+                glyph_rng: Rng = None) -> Image.Image:
     """`text` as a grayscale field crop: dark ink on light paper, cropped tightly left and right.
 
     Random font size, ink and paper shade, word-level baseline jitter and spacing, sometimes a heavier
     stroke. Vertically the crop spans at least the font's band from accented capitals to the baseline
     (plus this text's descenders and swashes), so lower-case-only text is not blown up to full height;
     except for INK_TIGHT_SHARE of lines, cut at their ink (0-20% margin) as trimmed field crops are.
-    Resized to `height` pixels (None keeps the render size)."""
+    With `glyph_rng` each character is drawn on its own with that stream's size, baseline, tilt and
+    spacing (_draw_glyphs); `rng`'s draws are the same either way. Resized to `height` pixels (None keeps
+    the render size)."""
     rng = np.random.default_rng(rng)
     size = int(rng.integers(28, 56))
     font = _load_font(str(font_path), size)
@@ -280,14 +304,20 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     lengths = [font.getlength(w) for w in words]
 
     margin = 2 * size  # room for swashes that reach past a glyph's advance
-    width = int(sum(lengths) + space * len(words) + 2 * margin)
+    stretch = 1.0 if glyph_rng is None else 1.3  # _draw_glyphs' larger sizes and advances
+    width = int(stretch * sum(lengths) + space * len(words) + 2 * margin)
     canvas = Image.new("L", (width, band_bottom + 3 * margin), paper)
     draw = ImageDraw.Draw(canvas)
+    glyph_rng = None if glyph_rng is None else np.random.default_rng(glyph_rng)
+    baseline = margin + font.getmetrics()[0]  # where draw.text's default 'la' anchor puts it
     x = float(margin)
     for word, length in zip(words, lengths):
         dy = float(np.clip(rng.normal(0.0, jitter), -2 * jitter, 2 * jitter)) if jitter else 0.0
-        draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
-        x += length + space
+        if glyph_rng is None:
+            draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
+            x += length + space
+        else:
+            x = _draw_glyphs(canvas, x, baseline + dy, word, str(font_path), size, ink, stroke, glyph_rng) + space
 
     ink_box = _ink_box(canvas, paper)
     left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + band_bottom)
@@ -557,7 +587,8 @@ def _fonts_by_style(fonts: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
 
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
                 height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0,
-                layout: str | None = None, handwriting_share: float | None = None) -> tuple[Image.Image, dict]:
+                layout: str | None = None, handwriting_share: float | None = None,
+                glyph_share: float = 0.0) -> tuple[Image.Image, dict]:
     """Sample `index` of the data set `seed`: (image, row without 'image'). Depends only on its arguments.
 
     Picks a style uniformly among those present, then a font of that style, so handwriting is not
@@ -565,7 +596,9 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     styles are present; None keeps the uniform draw and so every earlier stream); then a kind (text_sources.KIND_WEIGHTS) and a value the font
     can draw (accents it lacks are dropped from image and label alike). warp_strength > 0 adds `warp`;
     the line is then laid out as a field crop (field_layout: layout=None mixes tight lines, margins and
-    whole boxes) and degraded like a scan. Shape and layout draw from their own random streams."""
+    whole boxes) and degraded like a scan. glyph_share: the odds that a handwriting line is drawn a
+    character at a time with per-glyph variation (render_line's glyph_rng; a third of that for printed
+    lines); 0 keeps every earlier stream. Shape, layout and glyphs draw from their own random streams."""
     rng = np.random.default_rng([seed, index])
     by_style = _fonts_by_style(tuple(fonts))
     if handwriting_share is not None and len(by_style) == 2:
@@ -583,7 +616,12 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
             continue
     else:
         raise ValueError(f"font {path} cannot draw any {'/'.join(kinds)} value (it lacks {missing!r})")
-    img = render_line(text, path, height=height, rng=rng)
+    glyph_odds = glyph_share if style == "handwriting" else glyph_share / 3
+    glyph_rng = None
+    if glyph_odds > 0:
+        glyph_rng = np.random.default_rng([seed, index, 3])
+        glyph_rng = glyph_rng if glyph_rng.random() < glyph_odds else None
+    img = render_line(text, path, height=height, rng=rng, glyph_rng=glyph_rng)
     if warp_strength > 0:  # keeps the height
         img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
     lay_rng = np.random.default_rng([seed, index, 2])

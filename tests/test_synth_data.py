@@ -232,6 +232,28 @@ def test_make_sample_handwriting_share():
     assert uniform == styles(None) and len(set(uniform)) == 2
 
 
+def test_make_sample_glyph_share_draws_glyphs_on_their_own_and_keeps_the_stream():
+    fonts = [(FALLBACK, "printed"), (FALLBACK, "handwriting")]
+    sample = lambda i, share: sd.make_sample(i, 4, fonts, height=None, strength=0, glyph_share=share)
+    plain = [sample(i, 0.0) for i in range(24)]
+    glyphs = [sample(i, 1.0) for i in range(24)]
+    assert [r for _, r in glyphs] == [r for _, r in plain]  # same texts, fonts, styles, layouts
+    changed = [not (a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b)))
+               for (a, _), (b, _) in zip(plain, glyphs)]
+    hand = [r["style"] == "handwriting" for _, r in plain]
+    assert all(c for c, h in zip(changed, hand) if h) and 0 < sum(hand) < 24
+    assert sum(c for c, h in zip(changed, hand) if not h) < sum(not h for h in hand)  # a third of P for print
+    again = sample(3, 1.0)[0]
+    assert np.array_equal(np.asarray(again), np.asarray(glyphs[3][0]))
+    # the same text at about the same extent: glyphs vary, none is lost
+    clean = sd.render_line("Martínez Ibagué 14/02", FALLBACK, height=None, rng=5)
+    jittered = sd.render_line("Martínez Ibagué 14/02", FALLBACK, height=None, rng=5, glyph_rng=1)
+    ink = lambda im: int((np.asarray(im) < 128).sum())
+    assert 0.7 * ink(clean) < ink(jittered) < 1.4 * ink(clean)
+    assert 0.8 * clean.width < jittered.width < 1.25 * clean.width
+    assert not np.array_equal(np.asarray(clean.resize(jittered.size)), np.asarray(jittered))
+
+
 def test_split_fonts_holds_out_the_listed_families_per_style():
     fonts = ["/f/urw-base35/P052-Roman.otf", "/f/urw-base35/P052-Bold.otf", "/f/urw-base35/NimbusSans-Regular.otf",
              "/f/kristi/Kristi.ttf", "/f/sjfonts/SteveHand.ttf", "/f/sjfonts/Delphine.ttf", "/f/breip/Breip.ttf"]
