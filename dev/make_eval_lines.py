@@ -29,7 +29,6 @@ if not __package__:  # run as `python dev/<tool>.py`: import the toolkit from th
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import datetime
 import csv
 import string
 import sys
@@ -40,10 +39,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scripts.synth_data import candidate_fonts, font_missing, font_problem, is_held_out
-from scripts.text_sources import CHARSET, EVAL_LOCALES, faker, load_words, to_charset, wordlist_files
+from scripts.text_sources import CHARSET, EVAL_LOCALES, FAKER_DATES_UNTIL, faker, load_words, to_charset, wordlist_files
 
-# Faker draws dates up to now unless told otherwise, which made the crops drift with the calendar.
-DATES_UNTIL = datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)
 KINDS = ("name", "address", "city", "company", "email", "phone", "date", "amount", "id_number", "words", "random")
 COLUMNS = ("image", "text", "font", "style", "kind", "layout")
 
@@ -68,7 +65,7 @@ def eval_text(rng: np.random.Generator, kind: str) -> str:
         text = fake.phone_number()
     elif kind == "date":
         text = fake.date(pattern=["%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%y", "%d %m %Y"][int(rng.integers(5))],
-                         end_datetime=DATES_UNTIL)
+                         end_datetime=FAKER_DATES_UNTIL)
     elif kind == "amount":
         v = float(rng.uniform(1, 10 ** rng.uniform(1, 7)))
         text = [f"$ {v:,.2f}", f"{v:,.0f}".replace(",", "."), f"{v:.2f}".replace(".", ",") + " EUR", f"ARS {v:,.2f}"][int(rng.integers(4))]

@@ -46,14 +46,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from scripts import alignment, forms
 from scripts.image_io import load_image
+from scripts.text_sources import FAKER_DATES_UNTIL
 
 # File-name prefixes of the font families drawn with (under /usr/share/fonts); handwriting-like first.
 EVAL_FAMILIES = ("Joscelyn", "Kristi", "SteveHand", "setofont.", "KleeOne", "Cantarell-Regular", "Cantarell-Bold",
                  "EBGaramond12-Regular", "EBGaramond12-Italic", "P052", "Jara", "Quercus", "GNUTypewriter")
 LOCALES = ("es_AR", "fr_FR", "pt_BR")
 WORD_LISTS = ("/usr/share/dict/french", "/usr/share/dict/portuguese")
-# Faker draws dates up to today unless told otherwise, which made the forms drift with the calendar.
-DATES_UNTIL = datetime.date(2026, 12, 2)
+# Faker's date_of_birth counts back from today, which made the forms drift with the calendar.
+DATES_UNTIL = FAKER_DATES_UNTIL.date()
 # What each box of the bundled Bogotá template holds (by region number); other templates get random kinds.
 TEMPLATE_KINDS = {1: "date", 2: "name", 3: "id", 4: "number", 5: "phone", 6: "address", 7: "date", 8: "number",
                   9: "email", 10: "name", 11: "id", 12: "phone", 13: "amount", 14: "amount", 15: "amount",
@@ -90,7 +91,6 @@ def field_text(rng: np.random.Generator, kind: str) -> str:
     if kind == "name":
         text = fake.name() if rng.random() < 0.7 else f"{fake.last_name().upper()} {fake.first_name()}"
     elif kind == "date":
-        # Faker's date_of_birth counts back from today: the forms drifted with the calendar.
         # The same draw as date_of_birth(minimum_age=0, maximum_age=90) made on DATES_UNTIL.
         start = DATES_UNTIL.replace(year=DATES_UNTIL.year - 91)
         d = fake.date_time_ad(start_datetime=start, end_datetime=DATES_UNTIL).date()

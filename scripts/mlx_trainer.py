@@ -91,6 +91,14 @@ ARCH_KEYS = tuple(ARCH_PRESETS["small"]) + ("max_positions", "activation", "tie_
 # --------------------------------------------------------------------------------------------------
 
 
+def probability(text: str) -> float:
+    """argparse type of the share options: a number between 0 and 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability between 0 and 1, not {text}")
+    return value
+
+
 def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     """Copy a model folder (a checkpoint's last/ or best/) to dst as a shippable MLX model: weights only,
     cast to `dtype`, sharded below 16 MB, no optimizer or trainer state."""
@@ -794,10 +802,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = t.add_argument_group("data (--synthetic, or --train-manifest)")
     d.add_argument("--synthetic", action="store_true", help="train on an endless stream of rendered form-field lines")
     d.add_argument("--synth-style", choices=("printed", "handwriting", "both"), default="both")
-    d.add_argument("--handwriting-share", type=float, default=None, metavar="P",
+    d.add_argument("--handwriting-share", type=probability, default=None, metavar="P",
                    help="synthetic, --synth-style both: the share of handwriting-font lines (default: the two "
                         "styles with equal odds)")
-    d.add_argument("--glyph-share", type=float, default=0.0, metavar="P",
+    d.add_argument("--glyph-share", type=probability, default=0.0, metavar="P",
                    help="synthetic: the share of handwriting lines drawn a character at a time, each glyph with "
                         "its own size, baseline, tilt and spacing (a third of P for printed lines; default 0)")
     d.add_argument("--synth-strength", type=float, default=1.0, help="scan degradation strength of synthetic lines")

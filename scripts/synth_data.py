@@ -599,6 +599,9 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     whole boxes) and degraded like a scan. glyph_share: the odds that a handwriting line is drawn a
     character at a time with per-glyph variation (render_line's glyph_rng; a third of that for printed
     lines); 0 keeps every earlier stream. Shape, layout and glyphs draw from their own random streams."""
+    for name, share in (("handwriting_share", handwriting_share), ("glyph_share", glyph_share)):
+        if share is not None and not 0.0 <= share <= 1.0:  # odds: outside [0, 1] would act as 0 or 1 silently
+            raise ValueError(f"{name} is a probability between 0 and 1, not {share}")
     rng = np.random.default_rng([seed, index])
     by_style = _fonts_by_style(tuple(fonts))
     if handwriting_share is not None and len(by_style) == 2:

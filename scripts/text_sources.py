@@ -17,6 +17,7 @@ training never reads: `value(rng, kind, split="train")` refuses any other split.
 from __future__ import annotations
 
 import calendar
+import datetime
 import functools
 import os
 import string
@@ -37,6 +38,10 @@ CHARSET = string.ascii_letters + string.digits + ACCENTED + PUNCTUATION + SYMBOL
 # Faker locales: training's and the evaluation's are disjoint (tests check it).
 TRAIN_LOCALES = ("es_CO", "es_ES", "es_MX", "en_US")
 EVAL_LOCALES = ("es_AR", "fr_FR", "it_IT", "pt_BR")
+
+# Faker draws dates up to *now* unless told an end, so data sets made with it drifted with the calendar. The
+# evaluation, calibration and alignment generators end their dates here (midnight UTC, 2026-12-02).
+FAKER_DATES_UNTIL = datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)
 
 DICT_ROOT = Path(os.environ.get("TROCR_DICT_ROOT", "/usr/share/dict"))
 WORDLIST_FILE = Path(__file__).resolve().parents[1] / "wordlists-debian.txt"

@@ -254,6 +254,13 @@ def test_make_sample_glyph_share_draws_glyphs_on_their_own_and_keeps_the_stream(
     assert not np.array_equal(np.asarray(clean.resize(jittered.size)), np.asarray(jittered))
 
 
+@pytest.mark.parametrize("option", ["glyph_share", "handwriting_share"])
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_make_sample_refuses_shares_outside_zero_one(option, share):
+    with pytest.raises(ValueError, match=f"{option} is a probability between 0 and 1, not {share}"):
+        sd.make_sample(0, 4, [(FALLBACK, "handwriting")], height=None, strength=0, **{option: share})
+
+
 def test_split_fonts_holds_out_the_listed_families_per_style():
     fonts = ["/f/urw-base35/P052-Roman.otf", "/f/urw-base35/P052-Bold.otf", "/f/urw-base35/NimbusSans-Regular.otf",
              "/f/kristi/Kristi.ttf", "/f/sjfonts/SteveHand.ttf", "/f/sjfonts/Delphine.ttf", "/f/breip/Breip.ttf"]

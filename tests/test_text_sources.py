@@ -246,3 +246,33 @@ def test_training_texts_have_spaced_dashes():
     companies = [ts.gen_company(np.random.default_rng(i), ts.TRAIN_LOCALES) for i in range(300)]
     assert 20 < sum(" - " in c for c in cities) < 80
     assert 10 < sum(" - " in c for c in companies) < 60
+
+
+def test_generated_dates_do_not_follow_the_clock(monkeypatch):
+    """The evaluation, calibration and alignment generators give the same dates whatever day it is."""
+    import faker.providers.date_time as faker_dates
+    from dev import form_scans, make_review_forms
+
+    def draws():
+        out = [mel.eval_text(np.random.default_rng(s), "date") for s in range(8)]
+        out += [make_review_forms.field_text(np.random.default_rng(s), "date") for s in range(8)]
+        for s in range(40):  # field_value picks its kind at random: keep the seeds that drew a date
+            fake = form_scans._faker(s)
+            value = form_scans.field_value(fake, np.random.default_rng(s), 400)
+            out.append(value if value.count("/") == 2 and value.replace("/", "").isdigit() else None)
+        unpinned = ts.faker("es_CO")
+        unpinned.seed_instance(1)
+        return out, unpinned.date()
+
+    today, unpinned_today = draws()
+    assert sum(v is not None for v in today[16:]) >= 2  # form_scans drew some dates
+
+    class Later(faker_dates.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return faker_dates.datetime(2031, 6, 15, 12, 0, tzinfo=tz)
+
+    monkeypatch.setattr(faker_dates, "datetime", Later)
+    later, unpinned_later = draws()
+    assert unpinned_later != unpinned_today  # the fake clock reaches Faker: an unpinned draw moves with it
+    assert later == today

@@ -233,3 +233,11 @@ def test_batch_stream_close_with_renders_in_flight(manifest):
     assert pixels.shape[0] == 3 and len(stream.pending) > 0
     stream.close()
     assert stream.pool is None and not stream.pending
+
+
+@pytest.mark.parametrize("option", ["--glyph-share", "--handwriting-share"])
+def test_share_options_refuse_numbers_outside_zero_one(option, capsys):
+    with pytest.raises(SystemExit):
+        T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "1.5"])
+    assert "a probability between 0 and 1, not 1.5" in capsys.readouterr().err
+    assert T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "0.5"])
