@@ -13,10 +13,10 @@
 #        python3 scripts/mlx_trainer.py train ...   (the model card lists the command)
 # Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
 # mlx wheel out of .device/part1 into data/carry/mlx/ (--unpack puts it into /tmp/mlxw) and splits the CUDA
-# wheel into equal halves. The calls that worked on 2026-12-02 (third session):
+# wheel into three parts (35 + 35 MB + the rest in .device/part3). The calls that worked on 2026-12-03:
 #   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
 #   2. carry [".device/part2"]:  cp .device/part2/cuda.whl.part.ab /tmp/mlxw/
-#   3. carry ["data/carry", ".device/env"]:  dev/stage_training_carry.sh --unpack && . .device/env/mlx-cuda-env.sh
+#   3. carry ["data/carry", ".device/env", ".device/part3"]:  dev/stage_training_carry.sh --unpack && . .device/env/mlx-cuda-env.sh
 #      (installs MLX), then the training command in the same call;
 #   later calls on the warm machine: carry [".device/env"] (+ what they need), . .device/env/mlx-cuda-env.sh
 set -euo pipefail
@@ -24,6 +24,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine
   mkdir -p /tmp/fonts /tmp/dict /tmp/mlxw
   if [ -d data/carry/mlx ]; then cp data/carry/mlx/*.whl /tmp/mlxw/; fi  # the mlx wheel (see above)
+  if [ -f .device/part3/cuda.whl.part.ac ]; then cp .device/part3/cuda.whl.part.ac /tmp/mlxw/; fi  # the wheel's last part
   tar xJf data/carry/fonts.tar.xz -C /tmp/fonts
   tar xJf data/carry/dict.tar.xz -C /tmp/dict
   python3 -m pip install -q --no-index --no-deps --target /tmp/carry-site data/carry/*.whl
@@ -51,13 +52,15 @@ lists=$("$py" -c "from scripts.text_sources import wordlist_files; print(' '.joi
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$out" \
   "faker==$("$py" -c 'import faker; print(faker.VERSION)')" "rapidfuzz>=3,<4"
-# The CUDA wheel's two parts (aa in part1, ab in part2), split again into equal halves: with the tracked tree
-# (21.3 MB on 2026-12-02) the 46 MB part1 was over the 64 MiB carry limit; halves are 44.9 MB each.
+# The CUDA wheel, split into three parts: 35 MB in part1 (aa), 35 MB in part2 (ab), the rest in part3 (ac,
+# carried with data/carry in the third call). With the tracked tree at 23 MB (2026-12-03) the 44.9 MB halves
+# of before were over the 64 MiB carry limit. Re-running this script re-splits whatever parts are there.
 if [ -f .device/part1/cuda.whl.part.aa ] && [ -f .device/part2/cuda.whl.part.ab ]; then
-  whole=$(mktemp) && cat .device/part1/cuda.whl.part.aa .device/part2/cuda.whl.part.ab > "$whole"
-  half=$(( ($(stat -c %s "$whole") + 1) / 2 ))
-  head -c "$half" "$whole" > .device/part1/cuda.whl.part.aa && tail -c +$((half + 1)) "$whole" > .device/part2/cuda.whl.part.ab
-  rm -f "$whole"
+  whole=$(mktemp) && cat .device/part1/cuda.whl.part.aa .device/part2/cuda.whl.part.ab \
+    $(ls .device/part3/cuda.whl.part.ac 2>/dev/null) > "$whole"
+  mkdir -p .device/part3 && split -b 35000000 -a 2 "$whole" "$whole.part." && rm -f "$whole"
+  mv "$whole.part.aa" .device/part1/cuda.whl.part.aa && mv "$whole.part.ab" .device/part2/cuda.whl.part.ab
+  mv "$whole.part.ac" .device/part3/cuda.whl.part.ac
   # later calls on a warm machine need only the env script (MLX is installed in /tmp/mlx-site by then)
   mkdir -p .device/env && cp -f .device/part2/mlx-cuda-env.sh .device/env/
 fi
