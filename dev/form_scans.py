@@ -178,7 +178,8 @@ def _faker(seed: int):
 
 
 def field_value(fake, rng: np.random.Generator, width_px: int) -> str:
-    kinds = [lambda: fake.name(), lambda: fake.street_address(), lambda: fake.date(pattern="%d/%m/%Y", end_datetime=DATES_UNTIL),
+    kinds = [lambda: fake.name(), lambda: fake.street_address(),
+             lambda: fake.date(pattern="%d/%m/%Y", end_datetime=DATES_UNTIL),
              lambda: f"{rng.integers(1_000_000, 99_999_999):,}".replace(",", "."),
              lambda: fake.phone_number(), lambda: fake.email(), lambda: f"$ {rng.integers(1_000, 9_999_999):,}",
              lambda: fake.city(), lambda: fake.sentence(nb_words=int(rng.integers(3, 9)))]

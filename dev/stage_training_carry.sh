@@ -4,13 +4,9 @@
 # the held-out ones), the 'train' word lists of wordlists-debian.txt, and the Faker and rapidfuzz wheels.
 # Writes data/carry/ (git-ignored, ~17 MB). Run from the repository root:  dev/stage_training_carry.sh
 #
-# One call carries at most 64 MiB *including the tracked tree* (~19 MiB: the bundled model), so MLX
-# (../shared/device/stage-mlx-cuda: .device/part1 45 MB, .device/part2 42 MB) and this folder take three
-# calls, made back to back (the machine goes back after ~30 s idle; a fresh one costs ~4 min of device time):
-#   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
-#   2. carry ["data/carry"]:     dev/stage_training_carry.sh --unpack
-#   3. carry [".device/part2"]:  . .device/part2/mlx-cuda-env.sh && . /tmp/carry-env.sh && \
-#        python3 scripts/mlx_trainer.py train ...   (the model card lists the command)
+# One call carries at most 64 MiB *including the tracked tree* (~23 MiB, most of it the bundled model), so
+# MLX (../shared/device/stage-mlx-cuda) and this folder take three calls, made back to back (the machine goes
+# back after ~30 s idle; a fresh one costs minutes of device time); the calls are listed below.
 # Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
 # mlx wheel out of .device/part1 into data/carry/mlx/ (--unpack puts it into /tmp/mlxw) and splits the CUDA
 # wheel into three parts (35 + 35 MB + the rest in .device/part3). The calls that worked on 2026-12-03:
