@@ -590,13 +590,61 @@ def optim_norm(flat: dict) -> mx.array:
 # --------------------------------------------------------------------------------------------------
 
 
+def grow_encoder(model: TrOCR, num_layers: int, seed: int = 0) -> TrOCR:
+    """`model` with `num_layers` encoder blocks that reads exactly as `model` does before any training step.
+
+    The old blocks keep their order; new ones are spread evenly between them (Net2Net-style deepening), with
+    transformers-like random weights except their attention output and fc2, which are zero: a pre-norm ViT
+    block whose two branches output zero passes its input through unchanged, and the zero matrices still get
+    gradients, so training can put the extra depth to use. Only the encoder grows this way: the TrOCR
+    decoder's blocks are post-norm (a zeroed block would still re-normalise its input)."""
+    import copy
+
+    from scripts.mlx_models import TrOCRConfig
+    from scripts.model_folder import init_weights
+
+    old = model.config.encoder.num_hidden_layers
+    if num_layers < old:
+        raise ValueError(f"--grow-encoder-layers {num_layers}: the model already has {old} encoder blocks")
+    if model.config.quantization:
+        raise ValueError("a quantized model cannot be grown: start from its float weights")
+    if num_layers == old:
+        return model
+    hf = copy.deepcopy(model.config.hf_config)
+    hf["encoder"]["num_hidden_layers"] = num_layers
+    grown = TrOCR(TrOCRConfig.from_hf(hf))
+    init_weights(grown, seed)
+    slots = [round(i * num_layers / old) for i in range(old)]  # where old block i goes
+    new = dict(tree_flatten(grown.parameters()))
+    for name, value in tree_flatten(model.parameters()):
+        if name.startswith("encoder.layers."):
+            index, rest = name[len("encoder.layers."):].split(".", 1)
+            name = f"encoder.layers.{slots[int(index)]}.{rest}"
+        new[name] = value
+    for i in set(range(num_layers)) - set(slots):
+        for part in ("attn.out_proj.weight", "attn.out_proj.bias", "fc2.weight", "fc2.bias"):
+            new[f"encoder.layers.{i}.{part}"] = mx.zeros_like(new[f"encoder.layers.{i}.{part}"])
+    grown.load_weights([(k, v.astype(model.dtype)) for k, v in new.items()])
+    mx.eval(grown.parameters())
+    return grown
+
+
 def build_model(args) -> tuple[TrOCR, Path, Path]:
     """(model, processor dir, work dir for new processor files) for --init, --resume or a new --arch."""
+    grow = getattr(args, "grow_encoder_layers", None)
+    if grow and not args.init:
+        raise ValueError("--grow-encoder-layers deepens the --init model: give --init DIR "
+                         "(a resumed run keeps the depth it was saved with)")
     if args.resume or args.init:
         from scripts.mlx_models import load_model
 
         src = Path(args.resume or args.init)
-        return load_model(src), src / "processor", None
+        model = load_model(src)
+        if grow:
+            before = model.config.encoder.num_hidden_layers
+            model = grow_encoder(model, grow, args.seed)
+            print(f"[trainer] encoder grown from {before} to {grow} blocks (new blocks start as identity)", flush=True)
+        return model, src / "processor", None
     arch = dict(ARCH_PRESETS["small"])
     if args.arch in ARCH_PRESETS:
         arch = dict(ARCH_PRESETS[args.arch])
@@ -789,6 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("model (one of --init, --resume, or a new architecture)")
     g.add_argument("--init", metavar="DIR", help="fine-tune this MLX model folder (e.g. models/mlx/default)")
     g.add_argument("--resume", metavar="DIR", help="continue from a checkpoint (RUN/last): weights, optimizer, step, data position")
+    g.add_argument("--grow-encoder-layers", type=int, metavar="N",
+                   help="with --init: deepen the encoder to N blocks; the new blocks start as the identity, so the "
+                        "grown model reads as the --init model before its first step (grow_encoder)")
     g.add_argument("--arch", default="small", help=f"new model: a preset ({', '.join(ARCH_PRESETS)}), a JSON file or "
                    f"a JSON string with keys {', '.join(ARCH_KEYS)}; the flags below override single keys")
     g.add_argument("--image-size", dest="image_size", type=_pair_arg, help="input HEIGHT,WIDTH, e.g. 64,512")

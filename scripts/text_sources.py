@@ -277,15 +277,57 @@ def gen_date(rng, locales):
     return _pick(rng, formats)
 
 
+# CLDR number and currency formats (through Babel) for training amounts: Latin-digit locales of several
+# conventions (grouping with '.', ',', spaces, apostrophes or Indian lakhs; symbol before or after), the
+# evaluation's Faker locales left out. Any currency in any of them: a form may hold a foreign amount.
+AMOUNT_LOCALES = ("es_CO", "es_ES", "es_MX", "es_CL", "es_PE", "es_419", "en_US", "en_GB", "en_IN", "en_ZA",
+                  "de_DE", "de_CH", "fr_CH", "fr_CA", "nl_NL", "sv_SE", "pl_PL", "pt_PT", "cs_CZ", "nb_NO")
+AMOUNT_CURRENCIES = ("COP", "USD", "EUR", "MXN", "BRL", "ARS", "CLP", "PEN", "UYU", "BOB", "VES", "GBP", "CHF",
+                     "CAD", "JPY", "INR", "ZAR", "SEK", "PLN", "CZK", "NOK", "DOP", "CRC", "GTQ", "PYG")
+
+
+def _cldr_amount(rng, value: float) -> str:
+    """`value` as Babel writes it for a random locale: a plain number or a currency amount."""
+    from babel.numbers import format_currency, format_decimal
+
+    locale = _pick(rng, AMOUNT_LOCALES)
+    if rng.random() < 0.25:
+        return format_decimal(round(value, int(rng.integers(0, 3))), locale=locale)
+    return format_currency(value, _pick(rng, AMOUNT_CURRENCIES), locale=locale, currency_digits=rng.random() < 0.7)
+
+
+def _mixed_amount(rng, value: float) -> str:
+    """Grouping, decimal mark and currency sign chosen apart, as people write them by hand: '1 234.56',
+    'R$ 12.500', '3'400,00 CHF'; the sign is CLDR's (Babel) for a random currency and locale."""
+    from babel.numbers import get_currency_symbol
+
+    group = _pick(rng, (".", ",", " ", "'", "", ""))
+    body = f"{int(value):,}".replace(",", group)
+    if rng.random() < 0.5:
+        body += _pick(rng, [d for d in (",", ".") if d != group]) + f"{int(rng.integers(0, 100)):02d}"
+    r = rng.random()
+    if r < 0.3:
+        return body
+    sign = get_currency_symbol(_pick(rng, AMOUNT_CURRENCIES), _pick(rng, AMOUNT_LOCALES))
+    space = " " if rng.random() < 0.6 else ""
+    return f"{sign}{space}{body}" if r < 0.8 else f"{body}{space}{sign}"
+
+
 def gen_amount(rng, locales):
     value = int(round(10 ** rng.uniform(0, 9)))
     cents = int(rng.integers(0, 100))
-    dots, commas = _thousands(value, "."), _thousands(value, ",")
-    formats = (f"$ {dots}", f"${dots}", f"$ {dots},{cents:02d}", f"{commas}.{cents:02d}", f"$ {commas}.{cents:02d}",
-               f"COP {dots}", f"{dots} COP", f"$ {dots} M/CTE", f"USD {commas}.{cents:02d}", f"{dots} pesos",
-               f"{value}", f"€ {dots},{cents:02d}", f"{dots},{cents:02d} €", f"${value}.{cents:02d}")
-    text = _pick(rng, formats)
-    return to_charset(text) or text.replace("€", "EUR")
+    r = rng.random()
+    if r < 0.3:
+        text = _cldr_amount(rng, value + cents / 100)
+    elif r < 0.6:
+        text = _mixed_amount(rng, value + cents / 100)
+    else:
+        dots, commas = _thousands(value, "."), _thousands(value, ",")
+        formats = (f"$ {dots}", f"${dots}", f"$ {dots},{cents:02d}", f"{commas}.{cents:02d}", f"$ {commas}.{cents:02d}",
+                   f"COP {dots}", f"{dots} COP", f"$ {dots} M/CTE", f"USD {commas}.{cents:02d}", f"{dots} pesos",
+                   f"{value}", f"€ {dots},{cents:02d}", f"{dots},{cents:02d} €", f"${value}.{cents:02d}")
+        text = _pick(rng, formats)
+    return to_charset(text) or to_charset(text.replace("€", "EUR")) or f"$ {_thousands(value, '.')}"
 
 
 def gen_id_number(rng, locales):

@@ -276,3 +276,19 @@ def test_generated_dates_do_not_follow_the_clock(monkeypatch):
     later, unpinned_later = draws()
     assert unpinned_later != unpinned_today  # the fake clock reaches Faker: an unpinned draw moves with it
     assert later == today
+
+
+def test_amounts_cover_the_ways_people_group_digits_and_place_currency_signs():
+    """Stage 6 dropped the spaces of '1 234.56' and read 'R$' as 'Ref.': no training amount had either. Now
+    grouping, decimal mark and sign vary (CLDR's locales through Babel, and mixed by hand), never from the
+    evaluation's Faker locales."""
+    import re
+
+    amounts = [ts.gen_amount(np.random.default_rng([9, i]), None) for i in range(2000)]
+    assert all(a and set(a) <= set(ts.CHARSET) and a == a.strip() for a in amounts)
+    assert sum(bool(re.search(r"\d \d{3}\b", a)) for a in amounts) > 100        # space-grouped digits
+    assert sum(bool(re.search(r"\d'\d{3}\b", a)) for a in amounts) > 30         # apostrophe-grouped
+    assert sum(a.startswith("R$") for a in amounts) >= 5                        # a sign with letters
+    assert sum(bool(re.search(r"\d [A-Z$]+$", a)) for a in amounts) > 100       # a sign after the number
+    assert sum(bool(re.search(r"\d \d{3}[.]\d\d$", a)) for a in amounts) >= 5    # '1 234.56'
+    assert len(set(amounts)) > 1900

@@ -240,4 +240,47 @@ def test_share_options_refuse_numbers_outside_zero_one(option, capsys):
     with pytest.raises(SystemExit):
         T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "1.5"])
     assert "a probability between 0 and 1, not 1.5" in capsys.readouterr().err
-    assert T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "0.5"])
+    args = T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "0.5"])
+    assert getattr(args, option[2:].replace("-", "_")) == 0.5
+
+
+def test_grown_encoder_reads_as_before_then_learns_and_saves(trained, manifest, tmp_path):
+    """--grow-encoder-layers: same logits as the --init model at step 0, new blocks get gradients (one step
+    moves their zeroed output matrices), and the saved folder loads with the new depth."""
+    from mlx.utils import tree_flatten
+
+    from scripts.mlx_models import load_model
+
+    trainer, _, out = trained
+    src = trainer.save_model(tmp_path / "small")
+    args = T.build_parser().parse_args(["train", "--out", str(tmp_path / "run"), "--init", str(src),
+                                        "--grow-encoder-layers", "5"])
+    grown, processor_dir, _ = T.build_model(args)
+    old = load_model(src)
+    assert old.config.encoder.num_hidden_layers == 2 and grown.config.encoder.num_hidden_layers == 5
+    pixels, texts = batches(manifest).batch(0)
+    x = mx.broadcast_to(mx.array(pixels.astype(np.float32) / 127.5 - 1.0).reshape(*pixels.shape[:3], 1),
+                        (*pixels.shape[:3], 3))
+    tokens = mx.array([[old.config.decoder_start_token_id, 5, 6, 7]] * pixels.shape[0])
+    before, after = np.array(old(x, tokens)), np.array(grown(x, tokens))
+    assert np.abs(before).max() > 0.1 and np.allclose(before, after, atol=1e-5)
+    # the old blocks sit at 0 and 2; 1, 3, 4 are new and start with zero output projections
+    for i in (1, 3, 4):
+        assert not np.any(np.array(grown.encoder.layers[i].fc2.weight))
+    assert np.array_equal(np.array(grown.encoder.layers[2].fc2.weight), np.array(old.encoder.layers[1].fc2.weight))
+    t = T.Trainer(grown, processor_dir, lr=1e-3, warmup=1, total_steps=10, label_smoothing=0.0, seed=0)
+    t.train_step([batches(manifest).batch(0)])
+    assert np.any(np.array(t.master["encoder.layers.3.fc2.weight"]))
+    reloaded = load_model(t.save_model(tmp_path / "grown"))
+    assert reloaded.config.encoder.num_hidden_layers == 5
+    for (k, a), (_, b) in zip(tree_flatten(reloaded.parameters()), tree_flatten(t.model.parameters())):
+        assert np.allclose(np.array(a), np.array(b)), k
+
+
+def test_grow_encoder_refuses_what_it_cannot_do(trained, tmp_path):
+    trainer, _, _ = trained
+    src = trainer.save_model(tmp_path / "small")
+    with pytest.raises(ValueError, match="already has 2 encoder blocks"):
+        T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--init", str(src), "--grow-encoder-layers", "1"]))
+    with pytest.raises(ValueError, match="give --init DIR"):
+        T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--arch", "tiny", "--grow-encoder-layers", "4"]))
