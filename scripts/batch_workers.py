@@ -21,16 +21,19 @@ import queue
 import signal
 import sys
 import time
+import warnings
 from itertools import count
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 _RUN_IDS = count(1)
+CUDA_SAFE_WORKERS = 4  # MLX processes sharing one NVIDIA GPU that ran without crashing (resolve_workers)
 
 
 def default_workers(device: Optional[str] = None) -> int:
     """`--workers auto`: 2 on an NVIDIA GPU (measured on the H200: 2 processes give 1.76x one process at
-    batch 32 and 1.30x at batch 128; 4 give 2.50x at batch 32 but crashed at batch 128); 1 on a CPU and on
+    batch 32, 1.86x at batch 64 and 1.30x at batch 128; 4 give 2.50x at batch 32 and 3.24x at batch 64, but
+    crashed once of twice at batch 128, and 6 or 8 crashed every time); 1 on a CPU and on
     Apple silicon, where it has not been measured to help (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave
     1.7x, with other jobs competing for the cores)."""
     if device is None:
@@ -49,6 +52,13 @@ def resolve_workers(workers) -> int:
         raise ValueError(f"workers must be a number >= 1 or 'auto', got {workers!r}") from None
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {n}")
+    if n > CUDA_SAFE_WORKERS:
+        import mlx.core as mx
+
+        if "gpu" in str(mx.default_device()).lower() and sys.platform != "darwin":
+            warnings.warn(f"{n} MLX processes on one NVIDIA GPU: on the H200, 6 and 8 crashed every time with "
+                          f"'illegal memory access' (MLX 0.32.4; BENCHMARKS.md, 2026-12-03), which fails every row "
+                          f"of their chunks; {CUDA_SAFE_WORKERS} or fewer ran", RuntimeWarning, stacklevel=2)
     return n
 
 

@@ -261,3 +261,17 @@ def test_workers_option_values():
             resolve_workers(bad)
     assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(1, cores=16) == 16
     assert threads_per_worker(4, cores=2) == 1  # never zero threads
+
+
+def test_many_workers_on_an_nvidia_gpu_are_warned_about(monkeypatch, recwarn):
+    import mlx.core as mx
+
+    from scripts import batch_workers as bw
+
+    assert bw.resolve_workers("8") == 8 and not [w for w in recwarn if "NVIDIA GPU" in str(w.message)]  # a CPU
+    monkeypatch.setattr(mx, "default_device", lambda: "Device(gpu, 0)")
+    monkeypatch.setattr(bw.sys, "platform", "linux")
+    with pytest.warns(RuntimeWarning, match="8 MLX processes on one NVIDIA GPU"):
+        assert bw.resolve_workers("8") == 8
+    recwarn.clear()
+    assert bw.resolve_workers(str(bw.CUDA_SAFE_WORKERS)) == bw.CUDA_SAFE_WORKERS and not recwarn.list
