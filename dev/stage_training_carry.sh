@@ -4,16 +4,16 @@
 # the held-out ones), the 'train' word lists of wordlists-debian.txt, and the Faker, Babel and rapidfuzz
 # wheels. Writes data/carry/ (git-ignored, ~28 MB). Run from the repository root:  dev/stage_training_carry.sh
 #
-# One call carries at most 64 MiB *including the tracked tree* (~23 MiB, most of it the bundled model), so
-# MLX (../shared/device/stage-mlx-cuda) and this folder take three calls, made back to back (the machine goes
-# back after ~30 s idle; a fresh one costs minutes of device time); the calls are listed below.
-# Since 2026-12-02 the tracked tree plus .device/part1 is over 64 MiB, so this script also moves the small
-# mlx wheel out of .device/part1 into data/carry/mlx/ (--unpack puts it into /tmp/mlxw) and splits the CUDA
-# wheel into three parts (40 + 40 MB + the rest, 8 MB, in .device/part3: the third call also carries data/carry,
-# 28 MB with Babel since 2026-12-03's third session). The calls:
+# One call carries at most 64 MiB *including the tracked tree* (~33 MiB since stage 7, most of it the
+# bundled model), so MLX (../shared/device/stage-mlx-cuda) and this folder take four calls, made back to back
+# (the machine goes back after ~30 s idle; a fresh one costs minutes of device time). This script moves the
+# small mlx wheel out of .device/part1 into data/carry/mlx/ (--unpack puts it into /tmp/mlxw), splits the
+# CUDA wheel into three parts of at most 30 MB (.device/part1, part2, part3) and checks every call's size.
+# The calls:
 #   1. carry [".device/part1"]:  mkdir -p /tmp/mlxw && cp .device/part1/* /tmp/mlxw/
 #   2. carry [".device/part2"]:  cp .device/part2/cuda.whl.part.ab /tmp/mlxw/
-#   3. carry ["data/carry", ".device/env", ".device/part3"]:  dev/stage_training_carry.sh --unpack && . .device/env/mlx-cuda-env.sh
+#   3. carry [".device/part3"]:  cp .device/part3/cuda.whl.part.ac /tmp/mlxw/
+#   4. carry ["data/carry", ".device/env"]:  dev/stage_training_carry.sh --unpack && . .device/env/mlx-cuda-env.sh
 #      (installs MLX), then the training command in the same call;
 #   later calls on the warm machine: carry [".device/env"] (+ what they need), . .device/env/mlx-cuda-env.sh
 set -euo pipefail
@@ -50,14 +50,12 @@ lists=$("$py" -c "from scripts.text_sources import wordlist_files; print(' '.joi
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$out" \
   "faker==$("$py" -c 'import faker; print(faker.VERSION)')" "rapidfuzz>=3,<4" \
   "babel==$("$py" -c 'import babel; print(babel.__version__)')"
-# The CUDA wheel, split into three parts: 40 MB in part1 (aa), 40 MB in part2 (ab), the rest in part3 (ac,
-# carried with data/carry in the third call). With the tracked tree at 23 MB (2026-12-03) the 44.9 MB halves
-# of before were over the 64 MiB carry limit; 40 + 23 MB is under it, and so is the
-# third call's 8 + 28 + 23. Re-running this script re-splits whatever parts are there.
+# The CUDA wheel (88 MB), split into three parts of at most 30 MB: part1 (aa), part2 (ab), part3 (ac).
+# Re-running this script re-splits whatever parts are there.
 if [ -f .device/part1/cuda.whl.part.aa ] && [ -f .device/part2/cuda.whl.part.ab ]; then
   whole=$(mktemp) && cat .device/part1/cuda.whl.part.aa .device/part2/cuda.whl.part.ab \
     $(ls .device/part3/cuda.whl.part.ac 2>/dev/null) > "$whole"
-  mkdir -p .device/part3 && split -b 40000000 -a 2 "$whole" "$whole.part." && rm -f "$whole"
+  mkdir -p .device/part3 && split -b 30000000 -a 2 "$whole" "$whole.part." && rm -f "$whole"
   mv "$whole.part.aa" .device/part1/cuda.whl.part.aa && mv "$whole.part.ab" .device/part2/cuda.whl.part.ab
   mv "$whole.part.ac" .device/part3/cuda.whl.part.ac
   # later calls on a warm machine need only the env script (MLX is installed in /tmp/mlx-site by then)
@@ -71,4 +69,15 @@ else
     || echo "no mlx wheel found: run ../shared/device/stage-mlx-cuda first, then this script" >&2
 fi
 du -sh "$out"/*
+# Each call's size against the 64 MiB limit: the tracked tree travels with every call.
+tracked=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}')
+for call in .device/part1 .device/part2 .device/part3 "$out .device/env"; do
+  # shellcheck disable=SC2086  # the last entry is two folders
+  total=$(( tracked + $(du -sb $call | awk '{s += $1} END {print s}') ))
+  if [ "$total" -gt $(( 64 * 1024 * 1024 )) ]; then
+    echo "WARNING: a call carrying $call would be $(( total / 1000000 )) MB with the tracked tree: over 64 MiB" >&2
+  else
+    echo "call carrying $call: $(( total / 1000000 )) MB with the tracked tree (limit 67 MB)"
+  fi
+done
 echo "staged $(printf '%s\n' "$fonts" | wc -l) training font files and word lists ($lists) in $out"
