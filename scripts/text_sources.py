@@ -8,7 +8,9 @@ Earlier versions drew names, streets and phrases from short hand-made lists; the
 - Debian word lists (wordlists-debian.txt, split 'train'; read from /usr/share/dict or TROCR_DICT_ROOT);
 - random characters of the whole CHARSET, random case, digit and punctuation runs (KIND_WEIGHTS['random']
   is a quarter of all lines);
-- procedural Colombian formats (cédula/NIT, Calle/Carrera addresses, dates, amounts) with random numbers.
+- procedural Colombian formats (cédula/NIT, Calle/Carrera addresses, dates, amounts) with random numbers;
+- amounts also in CLDR's number and currency formats through Babel (AMOUNT_LOCALES, none of EVAL_LOCALES),
+  and with grouping, decimal mark and currency sign drawn apart.
 
 The independent evaluation (dev/make_eval_lines.py) uses EVAL_LOCALES and the 'eval' word lists, which
 training never reads: `value(rng, kind, split="train")` refuses any other split.
