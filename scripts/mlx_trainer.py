@@ -109,7 +109,7 @@ def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     model = load_model(src)
     gen = json.loads((src / "generation_config.json").read_text()) if (src / "generation_config.json").exists() else {}
     folder = write_model_folder(dst, model.config, dict(tree_flatten(model.parameters())), src / "processor",
-                                dtype=dtype, max_length=gen.get("max_length", 64))
+                                dtype=dtype, max_length=gen.get("max_length", 64), generation=gen)
     copy_calibration(src, folder)  # the review flag's threshold (scripts/confidence.py) goes with the model
     return folder
 
@@ -405,6 +405,7 @@ class Trainer:
         self.clip, self.label_smoothing, self.accum = clip, label_smoothing, accum
         self.dtype = dtype
         self.max_target_length = max_target_length
+        self.generation: dict = {}  # decoding settings saved with the model (train(): those of --init / --resume)
         self.seed = seed
         self.step = 0
         self.best_cer = float("inf")
@@ -511,7 +512,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_model(self, folder, dtype: Optional[str] = None) -> Path:
         return write_model_folder(folder, self.config, dict(self.master), self.processor_dir, dtype=dtype,
-                                  max_length=self.max_target_length)
+                                  max_length=self.max_target_length, generation=self.generation)
 
     def save_checkpoint(self, folder, extra: Optional[dict] = None) -> Path:
         """A resumable checkpoint: an MLX model folder (fp32 master weights) + optimizer + trainer state."""
@@ -730,6 +731,11 @@ def train(args) -> dict:
                       accum=args.accum, dtype=dtype, max_target_length=args.max_target_length, seed=args.seed)
     if args.resume:
         trainer.load_checkpoint(args.resume)
+    start = Path(args.resume or args.init) if (args.resume or args.init) else None
+    if start is not None and (start / "generation_config.json").exists():
+        # e.g. the bundled model's 4 beams: its fine-tunes read (and are calibrated) the same way unless told
+        trainer.generation = {k: v for k, v in json.loads((start / "generation_config.json").read_text()).items()
+                              if k not in ("decoder_start_token_id", "eos_token_id", "pad_token_id", "max_length")}
     if processor_dir != out / "processor":
         shutil.copytree(processor_dir, out / "processor", dirs_exist_ok=True)
         trainer.processor_dir = out / "processor"

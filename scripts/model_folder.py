@@ -124,8 +124,10 @@ def read_sharded(folder: Path, stem: str) -> dict:
 
 
 def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: Path, dtype: Optional[str] = None,
-                       max_length: int = 64) -> Path:
-    """Our MLX model folder: config.json, model weights (sharded when large), generation_config.json, processor/."""
+                       max_length: int = 64, generation: Optional[dict] = None) -> Path:
+    """Our MLX model folder: config.json, model weights (sharded when large), generation_config.json, processor/.
+    `generation`: decoding settings to keep (e.g. the num_beams of the model a run started from); the token
+    ids and max_length written are always this model's."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     flat = split_projections(flat)  # the model's fused q/k/v -> transformers' separate weights on disk
@@ -134,8 +136,8 @@ def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: P
     save_sharded(folder, "model", flat)
     (folder / "weights.npz").unlink(missing_ok=True)
     (folder / "config.json").write_text(json.dumps(config.hf_config, indent=2))
-    gen = {"decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id,
-           "pad_token_id": config.pad_token_id, "max_length": max_length}
+    gen = {**(generation or {}), "decoder_start_token_id": config.decoder_start_token_id,
+           "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "max_length": max_length}
     (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
     processor_dir = Path(processor_dir)
     if processor_dir.resolve() != (folder / "processor").resolve():

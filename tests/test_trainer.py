@@ -284,3 +284,22 @@ def test_grow_encoder_refuses_what_it_cannot_do(trained, tmp_path):
         T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--init", str(src), "--grow-encoder-layers", "1"]))
     with pytest.raises(ValueError, match="give --init DIR"):
         T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--arch", "tiny", "--grow-encoder-layers", "4"]))
+
+
+def test_runs_and_exports_keep_the_init_models_decoding_settings(trained, manifest, tmp_path):
+    """A fine-tune of the bundled model (4 beams in its generation_config.json) used to come out greedy, and
+    its calibration (made for one beam width) then no longer matched how it reads."""
+    trainer, _, _ = trained
+    init = trainer.save_model(tmp_path / "init")
+    gen = json.loads((init / "generation_config.json").read_text())
+    (init / "generation_config.json").write_text(json.dumps({**gen, "num_beams": 3, "length_penalty": 1.0}))
+    out = tmp_path / "run"
+    T.train(T.build_parser().parse_args(
+        ["train", "--out", str(out), "--init", str(init), "--train-manifest", str(manifest), "--val-manifest",
+         str(manifest), "--batch-size", "3", "--steps", "1", "--eval-every", "1", "--save-every", "1",
+         "--workers", "0", "--max-target-length", "40"]))
+    for folder in (out / "best", out / "last", T.export_mlx(out / "last", tmp_path / "shipped")):
+        saved = json.loads((folder / "generation_config.json").read_text())
+        assert saved["num_beams"] == 3 and saved["length_penalty"] == 1.0, folder
+        assert saved["max_length"] == 40 and saved["decoder_start_token_id"] == gen["decoder_start_token_id"]
+    assert "num_beams" not in json.loads((trainer.save_model(tmp_path / "plain") / "generation_config.json").read_text())
