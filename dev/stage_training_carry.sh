@@ -21,7 +21,6 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--unpack" ]; then  # on the GPU machine
   mkdir -p /tmp/fonts /tmp/dict /tmp/mlxw
   if [ -d data/carry/mlx ]; then cp data/carry/mlx/*.whl /tmp/mlxw/; fi  # the mlx wheel (see above)
-  if [ -f .device/part3/cuda.whl.part.ac ]; then cp .device/part3/cuda.whl.part.ac /tmp/mlxw/; fi  # the wheel's last part
   tar xJf data/carry/fonts.tar.xz -C /tmp/fonts
   tar xJf data/carry/dict.tar.xz -C /tmp/dict
   python3 -m pip install -q --no-index --no-deps --target /tmp/carry-site data/carry/*.whl

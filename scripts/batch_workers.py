@@ -36,11 +36,16 @@ def default_workers(device: Optional[str] = None) -> int:
     crashed once of twice at batch 128, and 6 or 8 crashed every time); 1 on a CPU and on
     Apple silicon, where it has not been measured to help (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave
     1.7x, with other jobs competing for the cores)."""
+    return 2 if _on_nvidia_gpu(device) else 1
+
+
+def _on_nvidia_gpu(device: Optional[str] = None) -> bool:
+    """MLX's device (default: the current one) is a GPU and not Apple silicon's."""
     if device is None:
         import mlx.core as mx
 
         device = str(mx.default_device())
-    return 2 if "gpu" in device.lower() and sys.platform != "darwin" else 1
+    return "gpu" in device.lower() and sys.platform != "darwin"
 
 
 def resolve_workers(workers) -> int:
@@ -52,13 +57,10 @@ def resolve_workers(workers) -> int:
         raise ValueError(f"workers must be a number >= 1 or 'auto', got {workers!r}") from None
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {n}")
-    if n > CUDA_SAFE_WORKERS:
-        import mlx.core as mx
-
-        if "gpu" in str(mx.default_device()).lower() and sys.platform != "darwin":
-            warnings.warn(f"{n} MLX processes on one NVIDIA GPU: on the H200, 6 and 8 crashed every time with "
-                          f"'illegal memory access' (MLX 0.32.4; BENCHMARKS.md, 2026-12-03), which fails every row "
-                          f"of their chunks; {CUDA_SAFE_WORKERS} or fewer ran", RuntimeWarning, stacklevel=2)
+    if n > CUDA_SAFE_WORKERS and _on_nvidia_gpu():
+        warnings.warn(f"{n} MLX processes on one NVIDIA GPU: on the H200, 6 and 8 crashed every time with "
+                      f"'illegal memory access' (MLX 0.32.4; BENCHMARKS.md, 2026-12-03), which fails every row "
+                      f"of their chunks; {CUDA_SAFE_WORKERS} or fewer ran", RuntimeWarning, stacklevel=2)
     return n
 
 

@@ -68,7 +68,7 @@ from PIL import Image
 
 from scripts.metrics import cer, wer  # imported here: a missing rapidfuzz fails at start, not at the first validation
 from scripts.mlx_models import DTYPES, TrOCR
-from scripts.model_folder import new_model, read_sharded, save_sharded, write_model_folder
+from scripts.model_folder import new_model, read_generation_config, read_sharded, save_sharded, write_model_folder
 from scripts.weights import check_and_load, fuse_projections, mlx_to_hf, split_projections
 
 # --------------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
 
     src = Path(src)
     model = load_model(src)
-    gen = json.loads((src / "generation_config.json").read_text()) if (src / "generation_config.json").exists() else {}
+    gen = read_generation_config(src)
     folder = write_model_folder(dst, model.config, dict(tree_flatten(model.parameters())), src / "processor",
                                 dtype=dtype, max_length=gen.get("max_length", 64), generation=gen)
     copy_calibration(src, folder)  # the review flag's threshold (scripts/confidence.py) goes with the model
@@ -139,8 +139,9 @@ def export_hf(src, dst) -> Path:
     if missing or unexpected:
         raise ValueError(f"{src}: transformers' TrOCR for this config has other weights (missing {missing}, "
                          f"unexpected {unexpected})")
-    if (src / "generation_config.json").exists():
-        hf.generation_config = GenerationConfig.from_dict(json.loads((src / "generation_config.json").read_text()))
+    gen = read_generation_config(src)
+    if gen:
+        hf.generation_config = GenerationConfig.from_dict(gen)
     hf.save_pretrained(dst)
     processor = TrOCRProcessor(image_processor=AutoImageProcessor.from_pretrained(src / "processor"),
                                tokenizer=AutoTokenizer.from_pretrained(src / "processor"))
@@ -731,11 +732,10 @@ def train(args) -> dict:
                       accum=args.accum, dtype=dtype, max_target_length=args.max_target_length, seed=args.seed)
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    start = Path(args.resume or args.init) if (args.resume or args.init) else None
-    if start is not None and (start / "generation_config.json").exists():
-        # e.g. the bundled model's 4 beams: its fine-tunes read (and are calibrated) the same way unless told
-        trainer.generation = {k: v for k, v in json.loads((start / "generation_config.json").read_text()).items()
-                              if k not in ("decoder_start_token_id", "eos_token_id", "pad_token_id", "max_length")}
+    if args.resume or args.init:
+        # e.g. the bundled model's 4 beams: its fine-tunes read (and are calibrated) the same way unless told;
+        # write_model_folder writes this model's own token ids and max_length over the rest
+        trainer.generation = read_generation_config(args.resume or args.init)
     if processor_dir != out / "processor":
         shutil.copytree(processor_dir, out / "processor", dirs_exist_ok=True)
         trainer.processor_dir = out / "processor"

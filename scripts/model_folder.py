@@ -123,6 +123,12 @@ def read_sharded(folder: Path, stem: str) -> dict:
     return out
 
 
+def read_generation_config(folder) -> dict:
+    """A model folder's generation_config.json as a dict ({} when it has none)."""
+    path = Path(folder) / "generation_config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_model_folder(folder, config: TrOCRConfig, flat: dict, processor_dir: Path, dtype: Optional[str] = None,
                        max_length: int = 64, generation: Optional[dict] = None) -> Path:
     """Our MLX model folder: config.json, model weights (sharded when large), generation_config.json, processor/.

@@ -251,7 +251,7 @@ def test_grown_encoder_reads_as_before_then_learns_and_saves(trained, manifest, 
 
     from scripts.mlx_models import load_model
 
-    trainer, _, out = trained
+    trainer, _, _ = trained
     src = trainer.save_model(tmp_path / "small")
     args = T.build_parser().parse_args(["train", "--out", str(tmp_path / "run"), "--init", str(src),
                                         "--grow-encoder-layers", "5"])
