@@ -631,12 +631,54 @@ def grow_encoder(model: TrOCR, num_layers: int, seed: int = 0) -> TrOCR:
     return grown
 
 
+def grow_mlp(model: TrOCR, encoder_mlp: int | None = None, decoder_ffn: int | None = None, seed: int = 0) -> TrOCR:
+    """`model` with wider feed-forward layers (encoder MLP, decoder FFN) that reads exactly as `model` does.
+
+    The old hidden units keep their weights; each new unit gets transformers-like random input weights and
+    a zero output column in fc2, so it adds nothing before training and gets gradients from the first step
+    (Net2Net-style widening of the hidden layer only: the residual width, which the layer norms see, does
+    not change, so this holds for the pre-norm encoder and the post-norm decoder alike)."""
+    import copy
+
+    from scripts.mlx_models import TrOCRConfig
+    from scripts.model_folder import init_weights
+
+    if model.config.quantization:
+        raise ValueError("a quantized model cannot be grown: start from its float weights")
+    hf = copy.deepcopy(model.config.hf_config)
+    for option, part, key, width in (("--grow-encoder-mlp", "encoder", "intermediate_size", encoder_mlp),
+                                     ("--grow-decoder-ffn", "decoder", "decoder_ffn_dim", decoder_ffn)):
+        if width is not None:
+            old = hf[part][key]
+            if width < old:
+                raise ValueError(f"{option} {width}: the model's {part} feed-forward layers are already {old} wide")
+            hf[part][key] = width
+    if hf == model.config.hf_config:
+        return model
+    grown = TrOCR(TrOCRConfig.from_hf(hf))
+    init_weights(grown, seed)
+    new = dict(tree_flatten(grown.parameters()))
+    for name, value in tree_flatten(model.parameters()):
+        target = new[name]
+        if target.shape != value.shape:  # fc1 rows / bias, or fc2 columns, of a widened layer
+            if name.endswith("fc2.weight"):
+                value = mx.concatenate([value, mx.zeros((value.shape[0], target.shape[1] - value.shape[1]),
+                                                        dtype=value.dtype)], axis=1)
+            else:  # fc1.weight (more rows) or fc1.bias (more entries): the new units' random input weights
+                value = mx.concatenate([value, target[value.shape[0]:].astype(value.dtype)], axis=0)
+        new[name] = value
+    grown.load_weights([(k, v.astype(model.dtype)) for k, v in new.items()])
+    mx.eval(grown.parameters())
+    return grown
+
+
 def build_model(args) -> tuple[TrOCR, Path, Path]:
     """(model, processor dir, work dir for new processor files) for --init, --resume or a new --arch."""
     grow = getattr(args, "grow_encoder_layers", None)
-    if grow and not args.init:
-        raise ValueError("--grow-encoder-layers deepens the --init model: give --init DIR "
-                         "(a resumed run keeps the depth it was saved with)")
+    widen = {"encoder_mlp": getattr(args, "grow_encoder_mlp", None), "decoder_ffn": getattr(args, "grow_decoder_ffn", None)}
+    if (grow or any(widen.values())) and not args.init:
+        raise ValueError("--grow-encoder-layers / --grow-encoder-mlp / --grow-decoder-ffn grow the --init model: "
+                         "give --init DIR (a resumed run keeps the shape it was saved with)")
     if args.resume or args.init:
         from scripts.mlx_models import load_model
 
@@ -646,6 +688,12 @@ def build_model(args) -> tuple[TrOCR, Path, Path]:
             before = model.config.encoder.num_hidden_layers
             model = grow_encoder(model, grow, args.seed)
             print(f"[trainer] encoder grown from {before} to {grow} blocks (new blocks start as identity)", flush=True)
+        if any(widen.values()):
+            before = (model.config.encoder.intermediate_size, model.config.decoder.decoder_ffn_dim)
+            model = grow_mlp(model, seed=args.seed, **widen)
+            after = (model.config.encoder.intermediate_size, model.config.decoder.decoder_ffn_dim)
+            print(f"[trainer] feed-forward widths (encoder MLP, decoder FFN) {before} -> {after} "
+                  "(new units start with zero output weights)", flush=True)
         return model, src / "processor", None
     arch = dict(ARCH_PRESETS["small"])
     if args.arch in ARCH_PRESETS:
@@ -846,6 +894,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grow-encoder-layers", type=int, metavar="N",
                    help="with --init: deepen the encoder to N blocks; the new blocks start as the identity, so the "
                         "grown model reads as the --init model before its first step (grow_encoder)")
+    g.add_argument("--grow-encoder-mlp", type=int, metavar="N",
+                   help="with --init: widen every encoder MLP to N hidden units (new units start with zero output "
+                        "weights, so the model reads as before its first step: grow_mlp)")
+    g.add_argument("--grow-decoder-ffn", type=int, metavar="N",
+                   help="with --init: widen every decoder feed-forward layer to N hidden units (as --grow-encoder-mlp)")
     g.add_argument("--arch", default="small", help=f"new model: a preset ({', '.join(ARCH_PRESETS)}), a JSON file or "
                    f"a JSON string with keys {', '.join(ARCH_KEYS)}; the flags below override single keys")
     g.add_argument("--image-size", dest="image_size", type=_pair_arg, help="input HEIGHT,WIDTH, e.g. 64,512")

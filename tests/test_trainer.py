@@ -277,6 +277,41 @@ def test_grown_encoder_reads_as_before_then_learns_and_saves(trained, manifest, 
         assert np.allclose(np.array(a), np.array(b)), k
 
 
+def test_widened_feed_forward_reads_as_before_then_learns_and_saves(trained, manifest, tmp_path):
+    """--grow-encoder-mlp / --grow-decoder-ffn: same logits at step 0 (the post-norm decoder included), the old
+    units unchanged, the new ones with zero fc2 columns that one step moves, and the saved folder reloads wide."""
+    from scripts.mlx_models import load_model
+
+    trainer, _, _ = trained
+    src = trainer.save_model(tmp_path / "small")
+    old = load_model(src)
+    enc, dec = old.config.encoder.intermediate_size, old.config.decoder.decoder_ffn_dim
+    args = T.build_parser().parse_args(["train", "--out", str(tmp_path / "run"), "--init", str(src),
+                                        "--grow-encoder-mlp", str(2 * enc), "--grow-decoder-ffn", str(3 * dec)])
+    wide, processor_dir, _ = T.build_model(args)
+    assert (wide.config.encoder.intermediate_size, wide.config.decoder.decoder_ffn_dim) == (2 * enc, 3 * dec)
+    pixels, texts = batches(manifest).batch(0)
+    x = mx.broadcast_to(mx.array(pixels.astype(np.float32) / 127.5 - 1.0).reshape(*pixels.shape[:3], 1),
+                        (*pixels.shape[:3], 3))
+    tokens = mx.array([[old.config.decoder_start_token_id, 5, 6, 7]] * pixels.shape[0])
+    before, after = np.array(old(x, tokens)), np.array(wide(x, tokens))
+    assert np.abs(before).max() > 0.1 and np.allclose(before, after, atol=1e-5)
+    for part, width in (("encoder", enc), ("decoder", dec)):
+        new_fc1, new_fc2 = getattr(wide, part).layers[0].fc1.weight, getattr(wide, part).layers[0].fc2.weight
+        old_fc1, old_fc2 = getattr(old, part).layers[0].fc1.weight, getattr(old, part).layers[0].fc2.weight
+        assert np.array_equal(np.array(new_fc1[:width]), np.array(old_fc1))
+        assert np.array_equal(np.array(new_fc2[:, :width]), np.array(old_fc2))
+        assert not np.any(np.array(new_fc2[:, width:])) and np.abs(np.array(new_fc1[width:])).max() > 0
+    t = T.Trainer(wide, processor_dir, lr=1e-3, warmup=1, total_steps=10, label_smoothing=0.0, seed=0)
+    t.train_step([batches(manifest).batch(0)])
+    assert np.any(np.array(t.master["decoder.layers.0.fc2.weight"])[:, dec:])
+    assert np.any(np.array(t.master["encoder.layers.1.fc2.weight"])[:, enc:])
+    reloaded = load_model(t.save_model(tmp_path / "wide"))
+    assert reloaded.config.encoder.intermediate_size == 2 * enc and reloaded.config.decoder.decoder_ffn_dim == 3 * dec
+    with pytest.raises(ValueError, match=f"--grow-encoder-mlp {enc - 1}: .* already {enc} wide"):
+        T.grow_mlp(old, encoder_mlp=enc - 1)
+
+
 def test_grow_encoder_refuses_what_it_cannot_do(trained, tmp_path):
     trainer, _, _ = trained
     src = trainer.save_model(tmp_path / "small")
@@ -284,6 +319,8 @@ def test_grow_encoder_refuses_what_it_cannot_do(trained, tmp_path):
         T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--init", str(src), "--grow-encoder-layers", "1"]))
     with pytest.raises(ValueError, match="give --init DIR"):
         T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--arch", "tiny", "--grow-encoder-layers", "4"]))
+    with pytest.raises(ValueError, match="give --init DIR"):
+        T.build_model(T.build_parser().parse_args(["train", "--out", "x", "--arch", "tiny", "--grow-encoder-mlp", "512"]))
 
 
 def test_runs_and_exports_keep_the_init_models_decoding_settings(trained, manifest, tmp_path):
