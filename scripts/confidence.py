@@ -11,6 +11,9 @@ A calibration (`calibration.json` in the model folder, written by scripts/calibr
 score and the threshold T: a field is flagged when its score < T. T is chosen on labelled crops so that a
 target share of the wrong fields (default 90%) is flagged. A model without one gets UNCALIBRATED (said in
 results.json and on the console), and `--flag-threshold` overrides T.
+
+Some readings are wrong whatever the score says: `implausible_reading` names them (a number written with
+its thousands separator also before its last one or two digits), and the form pipeline flags them too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import datetime
 import hashlib
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 CALIBRATION_FILE = "calibration.json"
+
+# "22.514.83", "6.034.03": the separator that groups thousands also stands before the last 1-2 digits. No
+# locale writes numbers so (a decimal mark differs from the grouping one; dates have no 3-digit middle
+# group), so one separator was misread, and the model's confidence in such readings can still be high.
+_MISREAD_NUMBER = re.compile(r"(?<![\d.,])\d{1,3}([.,])\d{3}(?:\1\d{3})*\1\d{1,2}(?!\d)")
+
+
+def implausible_reading(text: Optional[str]) -> Optional[str]:
+    """Why `text` cannot be a right reading of a form field, or None when nothing says so."""
+    match = _MISREAD_NUMBER.search(text or "")
+    if match:
+        return (f"number {match.group(0)!r} uses {match.group(1)!r} both to group thousands and before its "
+                f"last digits: a separator was misread")
+    return None
 SCORES = {"confidence": "exp(mean token log-probability)", "min_confidence": "exp(lowest token log-probability)"}
 DEFAULT_CATCH = 0.9  # share of wrong fields the default threshold is chosen to flag
 UNCALIBRATED = ("min_confidence", 0.5)  # (score, threshold) for a model without calibration.json

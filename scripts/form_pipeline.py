@@ -49,7 +49,7 @@ from PIL import Image
 
 from scripts import alignment as registration
 from scripts import atomic, forms
-from scripts.confidence import Flagging, confidence_from_logprob, flagging_for  # noqa: F401 (re-exported)
+from scripts.confidence import Flagging, confidence_from_logprob, flagging_for, implausible_reading  # noqa: F401 (re-exported)
 from scripts.image_io import (IMAGE_EXTENSIONS, PDF_DPI, ImageReadError, batches_by_width, count_pages,
                               is_image_path, load_image)
 
@@ -57,7 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Per-region fields of results.json / results.csv (the CSV writes bbox as "[x, y, w, h]").
 REGION_FIELDS = ["region", "bbox", "text", "base_text", "finetuned_text", "confidence",
-                 "base_confidence", "finetuned_confidence", "min_confidence", "flagged", "off_page",
+                 "base_confidence", "finetuned_confidence", "min_confidence", "flagged", "doubt", "off_page",
                  "visible_fraction", "crop"]
 COMBINED_FIELDS = ["scan", "page", "status", "error", "output_dir", "alignment_method",
                    "alignment_score"] + REGION_FIELDS
@@ -324,8 +324,10 @@ def process_scan(scan_path, template: Template, engines: Engines, config: FormOC
             "visible_fraction": round(visible[i], 4),
             "crop": f"{OUTPUT_FILES['regions']}/{forms.region_filename(region)}",
         }
-        # doubtful whatever the model says: a box partly off the scan, any box of a page not aligned
-        row["flagged"] = True if row["off_page"] or not alignment["ok"] else flagging.flag(row)
+        # doubtful whatever the model says: a box partly off the scan, any box of a page not aligned, a
+        # reading that cannot be right (`doubt` says why)
+        row["doubt"] = implausible_reading(text)
+        row["flagged"] = True if row["off_page"] or not alignment["ok"] or row["doubt"] else flagging.flag(row)
         rows.append(row)
 
     record = {
@@ -698,6 +700,7 @@ def print_summary(record: dict, stream=None) -> None:
         extra = (f"   (base: {shown(r['base_text'])})" if r["finetuned_text"] is not None
                  and r["base_text"] != r["text"] else "")
         cut = f"   [partly off the page: {r['visible_fraction']:.0%} on it]" if r.get("off_page") else ""
+        cut += f"   [{r['doubt']}]" if r.get("doubt") else ""
         mark = "?" if r.get("flagged") else " "
         print(f"  {r['region']:>{width}} {mark}[{r['confidence']:.2f}] {shown(r['text'])}{extra}{cut}", file=stream)
     if "flagging" in record:
@@ -706,6 +709,9 @@ def print_summary(record: dict, stream=None) -> None:
             "  (uncalibrated: run scripts/calibrate_confidence.py --write for this model)"
         print(f"flagged   {fl['flagged']} of {record['num_regions']} fields (?) for review: {fl['score']} < "
               f"{fl['threshold']:.3f} ({fl['source']}){note}", file=stream)
+        doubts = sum(bool(r.get("doubt")) for r in record["regions"])
+        if doubts:
+            print(f"          {doubts} of them whatever the score: readings that cannot be right ([...] above)", file=stream)
     if "accuracy" in record:
         a = record["accuracy"]
         print(f"accuracy  {a['exact']}/{a['fields']} fields exactly right, CER {a['cer']:.1%} "

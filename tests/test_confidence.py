@@ -146,3 +146,15 @@ def test_calibration_is_bound_to_its_weights(tiny_model, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # other weights, same size
     with pytest.warns(UserWarning, match="made for other weights"):
         assert C.flagging_for(model).source == "uncalibrated default"
+
+
+@pytest.mark.parametrize("text,doubtful", [
+    ("22.514.83", True), ("6.034.03", True), ("$ 1,234,567,8", True), ("Total: 22.514.8 COP", True),
+    ("22,514.83", False), ("22.514,83", False), ("1.234.567", False), ("6.034.075", False),
+    ("10.03.2015", False), ("10.03.15", False), ("234.947.657-3", False), ("3.5", False), ("+54 9 3502 2399", False),
+    ("", False), (None, False)])
+def test_implausible_reading_names_numbers_with_one_separator_for_two_jobs(text, doubtful):
+    reason = C.implausible_reading(text)
+    assert bool(reason) == doubtful
+    if doubtful:
+        assert "misread" in reason

@@ -130,6 +130,23 @@ def test_base_model_only(runs):
     assert runs["mlx_base_only"][1]["models"]["finetuned"] is None
 
 
+def test_a_reading_that_cannot_be_right_is_flagged_whatever_its_score(models, tmp_path, monkeypatch, capsys):
+    """`22,514.83` read as `22.514.83` with a high score: flagged, with the reason in results and on the console."""
+    from scripts import form_pipeline as fp
+
+    monkeypatch.setattr(fp, "recognize_all", lambda engine, crops, batch_size, bar=None:
+                        [("22.514.83" if i == 0 else "Bogotá", 0.999, 0.999) for i in range(len(crops))])
+    out = tmp_path / "out"
+    assert mlx_handler.main(common_flags(out) + ["--base-model", str(models[1])]) == 0
+    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))["regions"]
+    assert rows[0]["flagged"] and "misread" in rows[0]["doubt"]
+    assert not any(r["flagged"] or r["doubt"] for r in rows[1:])
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        assert [bool(line["doubt"]) for line in csv.DictReader(f)] == [True] + [False] * (len(rows) - 1)
+    console = capsys.readouterr().out
+    assert "22.514.83" in console and "1 of them whatever the score" in console
+
+
 def test_flags_follow_the_models_calibration(runs, models, tmp_path):
     """flagged = score < T, with T from calibration.json in the model folder, --flag-threshold over it, and
     the uncalibrated default (said in results.json) without either."""
