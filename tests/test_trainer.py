@@ -244,6 +244,15 @@ def test_share_options_refuse_numbers_outside_zero_one(option, capsys):
     assert getattr(args, option[2:].replace("-", "_")) == 0.5
 
 
+def logits_of(*models, manifest):
+    """Each model's logits on the first training batch, for the same few decoder tokens."""
+    pixels, _ = batches(manifest).batch(0)
+    x = mx.broadcast_to(mx.array(pixels.astype(np.float32) / 127.5 - 1.0).reshape(*pixels.shape[:3], 1),
+                        (*pixels.shape[:3], 3))
+    tokens = mx.array([[models[0].config.decoder_start_token_id, 5, 6, 7]] * pixels.shape[0])
+    return [np.array(m(x, tokens)) for m in models]
+
+
 def test_grown_encoder_reads_as_before_then_learns_and_saves(trained, manifest, tmp_path):
     """--grow-encoder-layers: same logits as the --init model at step 0, new blocks get gradients (one step
     moves their zeroed output matrices), and the saved folder loads with the new depth."""
@@ -258,11 +267,7 @@ def test_grown_encoder_reads_as_before_then_learns_and_saves(trained, manifest, 
     grown, processor_dir, _ = T.build_model(args)
     old = load_model(src)
     assert old.config.encoder.num_hidden_layers == 2 and grown.config.encoder.num_hidden_layers == 5
-    pixels, texts = batches(manifest).batch(0)
-    x = mx.broadcast_to(mx.array(pixels.astype(np.float32) / 127.5 - 1.0).reshape(*pixels.shape[:3], 1),
-                        (*pixels.shape[:3], 3))
-    tokens = mx.array([[old.config.decoder_start_token_id, 5, 6, 7]] * pixels.shape[0])
-    before, after = np.array(old(x, tokens)), np.array(grown(x, tokens))
+    before, after = logits_of(old, grown, manifest=manifest)
     assert np.abs(before).max() > 0.1 and np.allclose(before, after, atol=1e-5)
     # the old blocks sit at 0 and 2; 1, 3, 4 are new and start with zero output projections
     for i in (1, 3, 4):
@@ -290,11 +295,7 @@ def test_widened_feed_forward_reads_as_before_then_learns_and_saves(trained, man
                                         "--grow-encoder-mlp", str(2 * enc), "--grow-decoder-ffn", str(3 * dec)])
     wide, processor_dir, _ = T.build_model(args)
     assert (wide.config.encoder.intermediate_size, wide.config.decoder.decoder_ffn_dim) == (2 * enc, 3 * dec)
-    pixels, texts = batches(manifest).batch(0)
-    x = mx.broadcast_to(mx.array(pixels.astype(np.float32) / 127.5 - 1.0).reshape(*pixels.shape[:3], 1),
-                        (*pixels.shape[:3], 3))
-    tokens = mx.array([[old.config.decoder_start_token_id, 5, 6, 7]] * pixels.shape[0])
-    before, after = np.array(old(x, tokens)), np.array(wide(x, tokens))
+    before, after = logits_of(old, wide, manifest=manifest)
     assert np.abs(before).max() > 0.1 and np.allclose(before, after, atol=1e-5)
     for part, width in (("encoder", enc), ("decoder", dec)):
         new_fc1, new_fc2 = getattr(wide, part).layers[0].fc1.weight, getattr(wide, part).layers[0].fc2.weight
