@@ -76,9 +76,27 @@ class WorkerError(RuntimeError):
     """A worker process could not start or died; rows written so far are kept (use --resume)."""
 
 
-def _worker_main(wid: int, tasks, results, options: dict, blas_threads: Optional[int]) -> None:
+def gpu_memory_share(workers: int) -> Optional[int]:
+    """Bytes of GPU memory each of `workers` MLX processes on one NVIDIA GPU may hold, or None (one worker,
+    or not such a GPU). Each process's allocator otherwise sizes itself for the whole GPU and keeps freed
+    buffers cached, so several together can run the GPU out of memory, which MLX's CUDA backend reports as
+    `illegal memory access` (ml-explore/mlx#2821)."""
+    if workers <= 1 or not _on_nvidia_gpu():
+        return None
+    import mlx.core as mx
+
+    return int(mx.get_memory_limit() // workers)
+
+
+def _worker_main(wid: int, tasks, results, options: dict, blas_threads: Optional[int],
+                 memory_share: Optional[int] = None) -> None:
     """One worker process: load the model, then turn chunks of files into rows until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if memory_share:
+        import mlx.core as mx
+
+        mx.set_memory_limit(memory_share)
+        mx.set_cache_limit(memory_share // 4)  # freed buffers beyond this go back to the GPU for the others
     if blas_threads:
         from scripts.cpu_blas import set_blas_threads
 
@@ -88,7 +106,7 @@ def _worker_main(wid: int, tasks, results, options: dict, blas_threads: Optional
 
         engine = OCREngine(**options)
         engine.check_generation()
-        info = engine.info() | {"pid": os.getpid(), "blas_threads": blas_threads}
+        info = engine.info() | {"pid": os.getpid(), "blas_threads": blas_threads, "gpu_memory_share": memory_share}
     except BaseException as e:  # noqa: BLE001 - the parent re-raises it
         results.put(("error", wid, _picklable(e)))
         return
@@ -147,11 +165,13 @@ class WorkerPool:
         self.chunk_files = int(chunk_files or options.get("batch_size", 8))
         on_cpu = "cpu" in str(mx.default_device()).lower()
         self.blas_threads = blas_threads or (threads_per_worker(self.workers) if on_cpu else None)
+        self.memory_share = gpu_memory_share(self.workers)
         ctx = mp.get_context("spawn")
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
         self.procs = [ctx.Process(target=_worker_main, name=f"ocr-worker-{i}", daemon=True,
-                                  args=(i, self.tasks, self.results, self.options, self.blas_threads))
+                                  args=(i, self.tasks, self.results, self.options, self.blas_threads,
+                                        self.memory_share))
                       for i in range(self.workers)]
         self.info: list[dict] = []
         for p in self.procs:

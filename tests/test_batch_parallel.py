@@ -275,3 +275,19 @@ def test_many_workers_on_an_nvidia_gpu_are_warned_about(monkeypatch, recwarn):
         assert bw.resolve_workers("8") == 8
     recwarn.clear()
     assert bw.resolve_workers(str(bw.CUDA_SAFE_WORKERS)) == bw.CUDA_SAFE_WORKERS and not recwarn.list
+
+
+def test_workers_on_an_nvidia_gpu_split_its_memory(monkeypatch):
+    """Each of N workers on one NVIDIA GPU gets 1/N of MLX's memory limit (its allocator would size itself
+    for the whole GPU); one worker, a CPU or Apple silicon keep MLX's own limits."""
+    import mlx.core as mx
+
+    from scripts import batch_workers as bw
+
+    assert bw.gpu_memory_share(4) is None  # this CPU
+    monkeypatch.setattr(mx, "default_device", lambda: "Device(gpu, 0)")
+    monkeypatch.setattr(mx, "get_memory_limit", lambda: 120_000_000_000)
+    monkeypatch.setattr(bw.sys, "platform", "linux")
+    assert bw.gpu_memory_share(4) == 30_000_000_000 and bw.gpu_memory_share(1) is None
+    monkeypatch.setattr(bw.sys, "platform", "darwin")
+    assert bw.gpu_memory_share(4) is None
