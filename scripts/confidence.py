@@ -45,6 +45,8 @@ def implausible_reading(text: Optional[str]) -> Optional[str]:
         return (f"number {match.group(0)!r} uses {match.group(1)!r} both to group thousands and before its "
                 f"last digits: a separator was misread")
     return None
+
+
 SCORES = {"confidence": "exp(mean token log-probability)", "min_confidence": "exp(lowest token log-probability)"}
 DEFAULT_CATCH = 0.9  # share of wrong fields the default threshold is chosen to flag
 UNCALIBRATED = ("min_confidence", 0.5)  # (score, threshold) for a model without calibration.json
