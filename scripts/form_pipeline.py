@@ -699,10 +699,10 @@ def print_summary(record: dict, stream=None) -> None:
         shown = forms.printable_text  # texts as the model gave them, control characters escaped
         extra = (f"   (base: {shown(r['base_text'])})" if r["finetuned_text"] is not None
                  and r["base_text"] != r["text"] else "")
-        cut = f"   [partly off the page: {r['visible_fraction']:.0%} on it]" if r.get("off_page") else ""
-        cut += f"   [{r['doubt']}]" if r.get("doubt") else ""
+        notes = f"   [partly off the page: {r['visible_fraction']:.0%} on it]" if r.get("off_page") else ""
+        notes += f"   [{r['doubt']}]" if r.get("doubt") else ""
         mark = "?" if r.get("flagged") else " "
-        print(f"  {r['region']:>{width}} {mark}[{r['confidence']:.2f}] {shown(r['text'])}{extra}{cut}", file=stream)
+        print(f"  {r['region']:>{width}} {mark}[{r['confidence']:.2f}] {shown(r['text'])}{extra}{notes}", file=stream)
     if "flagging" in record:
         fl = record["flagging"]
         note = "" if not fl["source"].startswith("uncalibrated") else \

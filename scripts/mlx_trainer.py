@@ -592,6 +592,30 @@ def optim_norm(flat: dict) -> mx.array:
 # --------------------------------------------------------------------------------------------------
 
 
+def _growable_config(model: TrOCR) -> dict:
+    """A copy of `model`'s config.json for a grown model to change (a quantized model cannot grow)."""
+    import copy
+
+    if model.config.quantization:
+        raise ValueError("a quantized model cannot be grown: start from its float weights")
+    return copy.deepcopy(model.config.hf_config)
+
+
+def _rebuilt(model: TrOCR, hf: dict, seed: int, carry_over) -> TrOCR:
+    """A model of config `hf` with transformers-like random weights, into which `carry_over(new, old)` puts
+    `model`'s trained weights (both flat name -> array dicts; it changes `new` in place)."""
+    from scripts.mlx_models import TrOCRConfig
+    from scripts.model_folder import init_weights
+
+    grown = TrOCR(TrOCRConfig.from_hf(hf))
+    init_weights(grown, seed)
+    new = dict(tree_flatten(grown.parameters()))
+    carry_over(new, dict(tree_flatten(model.parameters())))
+    grown.load_weights([(k, v.astype(model.dtype)) for k, v in new.items()])
+    mx.eval(grown.parameters())
+    return grown
+
+
 def grow_encoder(model: TrOCR, num_layers: int, seed: int = 0) -> TrOCR:
     """`model` with `num_layers` encoder blocks that reads exactly as `model` does before any training step.
 
@@ -600,35 +624,26 @@ def grow_encoder(model: TrOCR, num_layers: int, seed: int = 0) -> TrOCR:
     block whose two branches output zero passes its input through unchanged, and the zero matrices still get
     gradients, so training can put the extra depth to use. Only the encoder grows this way: the TrOCR
     decoder's blocks are post-norm (a zeroed block would still re-normalise its input)."""
-    import copy
-
-    from scripts.mlx_models import TrOCRConfig
-    from scripts.model_folder import init_weights
-
     old = model.config.encoder.num_hidden_layers
     if num_layers < old:
         raise ValueError(f"--grow-encoder-layers {num_layers}: the model already has {old} encoder blocks")
-    if model.config.quantization:
-        raise ValueError("a quantized model cannot be grown: start from its float weights")
+    hf = _growable_config(model)
     if num_layers == old:
         return model
-    hf = copy.deepcopy(model.config.hf_config)
     hf["encoder"]["num_hidden_layers"] = num_layers
-    grown = TrOCR(TrOCRConfig.from_hf(hf))
-    init_weights(grown, seed)
     slots = [round(i * num_layers / old) for i in range(old)]  # where old block i goes
-    new = dict(tree_flatten(grown.parameters()))
-    for name, value in tree_flatten(model.parameters()):
-        if name.startswith("encoder.layers."):
-            index, rest = name[len("encoder.layers."):].split(".", 1)
-            name = f"encoder.layers.{slots[int(index)]}.{rest}"
-        new[name] = value
-    for i in set(range(num_layers)) - set(slots):
-        for part in ("attn.out_proj.weight", "attn.out_proj.bias", "fc2.weight", "fc2.bias"):
-            new[f"encoder.layers.{i}.{part}"] = mx.zeros_like(new[f"encoder.layers.{i}.{part}"])
-    grown.load_weights([(k, v.astype(model.dtype)) for k, v in new.items()])
-    mx.eval(grown.parameters())
-    return grown
+
+    def carry_over(new: dict, trained: dict) -> None:
+        for name, value in trained.items():
+            if name.startswith("encoder.layers."):
+                index, rest = name[len("encoder.layers."):].split(".", 1)
+                name = f"encoder.layers.{slots[int(index)]}.{rest}"
+            new[name] = value
+        for i in set(range(num_layers)) - set(slots):
+            for part in ("attn.out_proj.weight", "attn.out_proj.bias", "fc2.weight", "fc2.bias"):
+                new[f"encoder.layers.{i}.{part}"] = mx.zeros_like(new[f"encoder.layers.{i}.{part}"])
+
+    return _rebuilt(model, hf, seed, carry_over)
 
 
 def grow_mlp(model: TrOCR, encoder_mlp: int | None = None, decoder_ffn: int | None = None, seed: int = 0) -> TrOCR:
@@ -638,14 +653,7 @@ def grow_mlp(model: TrOCR, encoder_mlp: int | None = None, decoder_ffn: int | No
     a zero output column in fc2, so it adds nothing before training and gets gradients from the first step
     (Net2Net-style widening of the hidden layer only: the residual width, which the layer norms see, does
     not change, so this holds for the pre-norm encoder and the post-norm decoder alike)."""
-    import copy
-
-    from scripts.mlx_models import TrOCRConfig
-    from scripts.model_folder import init_weights
-
-    if model.config.quantization:
-        raise ValueError("a quantized model cannot be grown: start from its float weights")
-    hf = copy.deepcopy(model.config.hf_config)
+    hf = _growable_config(model)
     for option, part, key, width in (("--grow-encoder-mlp", "encoder", "intermediate_size", encoder_mlp),
                                      ("--grow-decoder-ffn", "decoder", "decoder_ffn_dim", decoder_ffn)):
         if width is not None:
@@ -655,21 +663,19 @@ def grow_mlp(model: TrOCR, encoder_mlp: int | None = None, decoder_ffn: int | No
             hf[part][key] = width
     if hf == model.config.hf_config:
         return model
-    grown = TrOCR(TrOCRConfig.from_hf(hf))
-    init_weights(grown, seed)
-    new = dict(tree_flatten(grown.parameters()))
-    for name, value in tree_flatten(model.parameters()):
-        target = new[name]
-        if target.shape != value.shape:  # fc1 rows / bias, or fc2 columns, of a widened layer
-            if name.endswith("fc2.weight"):
-                value = mx.concatenate([value, mx.zeros((value.shape[0], target.shape[1] - value.shape[1]),
-                                                        dtype=value.dtype)], axis=1)
-            else:  # fc1.weight (more rows) or fc1.bias (more entries): the new units' random input weights
-                value = mx.concatenate([value, target[value.shape[0]:].astype(value.dtype)], axis=0)
-        new[name] = value
-    grown.load_weights([(k, v.astype(model.dtype)) for k, v in new.items()])
-    mx.eval(grown.parameters())
-    return grown
+
+    def carry_over(new: dict, trained: dict) -> None:
+        for name, value in trained.items():
+            target = new[name]
+            if target.shape != value.shape:  # fc1 rows / bias, or fc2 columns, of a widened layer
+                if name.endswith("fc2.weight"):
+                    value = mx.concatenate([value, mx.zeros((value.shape[0], target.shape[1] - value.shape[1]),
+                                                            dtype=value.dtype)], axis=1)
+                else:  # fc1.weight (more rows) or fc1.bias (more entries): the new units' random input weights
+                    value = mx.concatenate([value, target[value.shape[0]:].astype(value.dtype)], axis=0)
+            new[name] = value
+
+    return _rebuilt(model, hf, seed, carry_over)
 
 
 def build_model(args) -> tuple[TrOCR, Path, Path]:
