@@ -234,7 +234,8 @@ class SynthSource:
 
     def __init__(self, seed: int = 0, style: str = "both", font_split: str = "train", fonts=None, exclude=None,
                  kinds=None, strength: float = 1.0, height: int = 64, warp: float = 0.0, layout=None,
-                 handwriting_share: float | None = None, glyph_share: float = 0.0):
+                 handwriting_share: float | None = None, glyph_share: float = 0.0, oldstyle_share: float = 0.0,
+                 glyph_shape_share: float = 0.0):
         from scripts import synth_data
 
         args = argparse.Namespace(style=style, font_split=font_split, fonts=fonts, exclude_fonts=exclude)
@@ -244,13 +245,15 @@ class SynthSource:
             raise ValueError("no usable font for the synthetic stream (./setup_mlx.sh --fonts installs them)")
         self.seed, self.kinds, self.strength, self.height = seed, tuple(kinds or synth_data.FIELD_KINDS), strength, height
         self.warp, self.layout, self.handwriting_share, self.glyph_share = warp, layout, handwriting_share, glyph_share
+        self.oldstyle_share, self.glyph_shape_share = oldstyle_share, glyph_shape_share
 
     def get(self, k: int) -> tuple[Image.Image, str]:
         from scripts.synth_data import make_sample
 
         img, row = make_sample(k, self.seed, self.fonts, kinds=self.kinds, height=self.height, strength=self.strength,
                                warp_strength=self.warp, layout=self.layout,
-                               handwriting_share=self.handwriting_share, glyph_share=self.glyph_share)
+                               handwriting_share=self.handwriting_share, glyph_share=self.glyph_share,
+                               oldstyle_share=self.oldstyle_share, glyph_shape_share=self.glyph_shape_share)
         return img, row["text"]
 
     def describe(self) -> dict:
@@ -258,7 +261,8 @@ class SynthSource:
 
         return {"seed": self.seed, "kinds": list(self.kinds), "strength": self.strength, "warp": self.warp,
                 "layout": self.layout or "mix", "handwriting_share": self.handwriting_share,
-                "glyph_share": self.glyph_share,
+                "glyph_share": self.glyph_share, "oldstyle_share": self.oldstyle_share,
+                "glyph_shape_share": self.glyph_shape_share,
                 "fonts": sorted(f"{font_name(p)} ({s})" for p, s in self.fonts)}
 
 
@@ -723,7 +727,8 @@ def make_sources(args, image_size):
         kw = dict(style=args.synth_style, font_split="train", fonts=args.fonts, exclude=args.exclude_fonts,
                   kinds=args.kinds, strength=args.synth_strength, height=image_size[0], warp=args.warp,
                   layout=None if args.layout == "mix" else args.layout, handwriting_share=args.handwriting_share,
-                  glyph_share=args.glyph_share)
+                  glyph_share=args.glyph_share, oldstyle_share=args.oldstyle_share,
+                  glyph_shape_share=args.glyph_shape_share)
         train = SynthSource(seed=args.seed, **kw)
         val_src = SynthSource(seed=args.seed + 100_000, **kw)
         val = [val_src.get(k) for k in range(args.val_size)]
@@ -924,6 +929,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--glyph-share", type=probability, default=0.0, metavar="P",
                    help="synthetic: the share of handwriting lines drawn a character at a time, each glyph with "
                         "its own size, baseline, tilt and spacing (a third of P for printed lines; default 0)")
+    d.add_argument("--glyph-shape-share", type=probability, default=0.0, metavar="P",
+                   help="synthetic: the share of the --glyph-share lines whose glyphs also get their own slant "
+                        "and width (default 0)")
+    d.add_argument("--oldstyle-share", type=probability, default=0.0, metavar="P",
+                   help="synthetic: the share of lines with digits, in fonts that offer old-style figures "
+                        "(OpenType onum: 1 like I, 0 like o, as Georgia draws them), drawn with them (default 0)")
     d.add_argument("--synth-strength", type=float, default=1.0, help="scan degradation strength of synthetic lines")
     d.add_argument("--fonts", nargs="+", metavar="PATH", help="synthetic: exactly these font files")
     d.add_argument("--exclude-fonts", nargs="+", metavar="PATTERN", help="synthetic: drop fonts matching these patterns")

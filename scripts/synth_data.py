@@ -165,6 +165,27 @@ def font_problem(font_path: str, chars: str = CHARSET) -> str | None:
     return f"missing or blank glyphs: {required}" if required else None
 
 
+@functools.lru_cache(maxsize=None)
+def _has_raqm() -> bool:
+    from PIL import features
+
+    return bool(features.check("raqm"))
+
+
+@functools.lru_cache(maxsize=None)
+def has_oldstyle_figures(font_path: str) -> bool:
+    """Whether the font offers old-style figures (OpenType 'onum'): digits with ascenders and descenders, where
+    1 looks like I, 0 like o and 5 dips below the baseline, as Georgia, Constantia or EB Garamond draw them
+    by default. make_sample's oldstyle_share draws them."""
+    try:
+        with TTFont(font_path, lazy=True, fontNumber=0) as tt:
+            gsub = tt["GSUB"].table if "GSUB" in tt else None
+            return bool(gsub and gsub.FeatureList
+                        and any(r.FeatureTag == "onum" for r in gsub.FeatureList.FeatureRecord))
+    except Exception:  # unreadable: font_problem says why elsewhere; no old-style figures from it
+        return False
+
+
 def fit_text(text: str, missing: str) -> str | None:
     """`text` as a font lacking `missing` can draw it: accented letters it lacks lose their accent (the label
     changes with the image); None when another missing character remains."""
@@ -258,29 +279,48 @@ def _ink_box(img: Image.Image, paper: int) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def _shaped(mask: Image.Image, origin: tuple[int, int], rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int], float]:
+    """The glyph `mask` with its own slant (shear about its baseline, about ±0.1, at most ±0.25) and width
+    (0.85-1.2x): (mask, origin, width factor). In a hand each letter leans and stretches a little differently;
+    warp slants whole lines only."""
+    sx, sh = rng.uniform(0.85, 1.2), float(np.clip(rng.normal(0.0, 0.1), -0.25, 0.25))
+    (w, h), (ox, oy) = mask.size, origin
+    new_ox = sx * ox + max(-sh * oy, sh * (h - oy), 0.0)  # room left of the origin for the leaning parts
+    width = int(np.ceil(new_ox + sx * (w - ox) + max(sh * oy, -sh * (h - oy), 0.0))) + 1
+    # output (u, v) reads input x = ox + (u - new_ox - sh * (oy - v)) / sx, y = v
+    coeffs = (1 / sx, sh / sx, ox - (new_ox + sh * oy) / sx, 0.0, 1.0, 0.0)
+    return mask.transform((width, h), Image.AFFINE, coeffs, resample=Image.BICUBIC), (round(new_ox), oy), sx
+
+
 def _draw_glyphs(canvas: Image.Image, x: float, baseline: float, word: str, font_path: str, size: int, ink: int,
-                 stroke: int, rng: np.random.Generator) -> float:
+                 stroke: int, rng: np.random.Generator, features: list[str] | None = None,
+                 shape_rng: np.random.Generator | None = None) -> float:
     """Draws `word` one character at a time, each with its own size (±15%), baseline shift, tilt (about ±5°)
     and advance: the glyph-to-glyph variation of a person's hand, which no font has and which the unseen
-    handwriting of the evaluation defeats. Returns the x after the word."""
+    handwriting of the evaluation defeats; with `shape_rng` also its own slant and width (_shaped).
+    Returns the x after the word."""
     for ch in word:
         font = _load_font(font_path, max(8, int(round(size * rng.uniform(0.85, 1.15)))))
-        left, top, right, bottom = font.getbbox(ch, anchor="ls", stroke_width=stroke)
+        left, top, right, bottom = font.getbbox(ch, anchor="ls", stroke_width=stroke, features=features)
         pad = max(2, size // 4)  # room for the tilt
         origin = (pad - left, pad - top)
         mask = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-        ImageDraw.Draw(mask).text(origin, ch, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255)
+        ImageDraw.Draw(mask).text(origin, ch, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255,
+                                  features=features)
         angle = float(np.clip(rng.normal(0.0, 2.5), -6.0, 6.0))
         if abs(angle) > 0.5:
             mask = mask.rotate(angle, resample=Image.BICUBIC, center=origin)
+        widen = 1.0
+        if shape_rng is not None:
+            mask, origin, widen = _shaped(mask, origin, shape_rng)
         dy = float(np.clip(rng.normal(0.0, 0.04 * size), -0.1 * size, 0.1 * size))
         canvas.paste(ink, (int(round(x - origin[0])), int(round(baseline + dy - origin[1]))), mask)
-        x += font.getlength(ch) * rng.uniform(0.9, 1.12)
+        x += font.getlength(ch, features=features) * rng.uniform(0.9, 1.12) * widen
     return x
 
 
 def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None,
-                glyph_rng: Rng = None) -> Image.Image:
+                glyph_rng: Rng = None, features: list[str] | None = None, shape_rng: Rng = None) -> Image.Image:
     """`text` as a grayscale field crop: dark ink on light paper, cropped tightly left and right.
 
     Random font size, ink and paper shade, word-level baseline jitter and spacing, sometimes a heavier
@@ -288,8 +328,10 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     (plus this text's descenders and swashes), so lower-case-only text is not blown up to full height;
     except for INK_TIGHT_SHARE of lines, cut at their ink (0-20% margin) as trimmed field crops are.
     With `glyph_rng` each character is drawn on its own with that stream's size, baseline, tilt and
-    spacing (_draw_glyphs); `rng`'s draws are the same either way. Resized to `height` pixels (None keeps
-    the render size)."""
+    spacing (_draw_glyphs), and with `shape_rng` as well its own slant and width; `rng`'s draws are the same
+    either way. Resized to `height` pixels (None keeps
+    the render size). `features`: OpenType features for every glyph (['onum']: old-style figures; needs
+    Pillow's raqm layout, which its wheels bundle)."""
     rng = np.random.default_rng(rng)
     size = int(rng.integers(28, 56))
     font = _load_font(str(font_path), size)
@@ -301,23 +343,26 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     jitter = 0.04 * size if rng.random() < 0.7 else 0.0
     space = font.getlength(" ") * rng.uniform(0.8, 1.5)
     words = text.split(" ")
-    lengths = [font.getlength(w) for w in words]
+    lengths = [font.getlength(w, features=features) for w in words]
 
     margin = 2 * size  # room for swashes that reach past a glyph's advance
-    stretch = 1.0 if glyph_rng is None else 1.3  # _draw_glyphs' larger sizes and advances
+    stretch = 1.0 if glyph_rng is None else 1.3 if shape_rng is None else 1.6  # _draw_glyphs' larger glyphs
     width = int(stretch * sum(lengths) + space * len(words) + 2 * margin)
     canvas = Image.new("L", (width, band_bottom + 3 * margin), paper)
     draw = ImageDraw.Draw(canvas)
     glyph_rng = None if glyph_rng is None else np.random.default_rng(glyph_rng)
+    shape_rng = None if shape_rng is None or glyph_rng is None else np.random.default_rng(shape_rng)
     baseline = margin + font.getmetrics()[0]  # where draw.text's default 'la' anchor puts it
     x = float(margin)
     for word, length in zip(words, lengths):
         dy = float(np.clip(rng.normal(0.0, jitter), -2 * jitter, 2 * jitter)) if jitter else 0.0
         if glyph_rng is None:
-            draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
+            draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink,
+                      features=features)
             x += length + space
         else:
-            x = _draw_glyphs(canvas, x, baseline + dy, word, str(font_path), size, ink, stroke, glyph_rng) + space
+            x = _draw_glyphs(canvas, x, baseline + dy, word, str(font_path), size, ink, stroke, glyph_rng,
+                             features, shape_rng) + space
 
     ink_box = _ink_box(canvas, paper)
     left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + band_bottom)
@@ -588,7 +633,8 @@ def _fonts_by_style(fonts: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
 def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: Sequence[str] = FIELD_KINDS,
                 height: int | None = 64, strength: float = 1.0, warp_strength: float = 0.0,
                 layout: str | None = None, handwriting_share: float | None = None,
-                glyph_share: float = 0.0) -> tuple[Image.Image, dict]:
+                glyph_share: float = 0.0, oldstyle_share: float = 0.0,
+                glyph_shape_share: float = 0.0) -> tuple[Image.Image, dict]:
     """Sample `index` of the data set `seed`: (image, row without 'image'). Depends only on its arguments.
 
     Picks a style uniformly among those present, then a font of that style, so handwriting is not
@@ -598,10 +644,17 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     the line is then laid out as a field crop (field_layout: layout=None mixes tight lines, margins and
     whole boxes) and degraded like a scan. glyph_share: the odds that a handwriting line is drawn a
     character at a time with per-glyph variation (render_line's glyph_rng; a third of that for printed
-    lines); 0 keeps every earlier stream. Shape, layout and glyphs draw from their own random streams."""
-    for name, share in (("handwriting_share", handwriting_share), ("glyph_share", glyph_share)):
+    lines); 0 keeps every earlier stream. glyph_shape_share: the odds that such a line also gives each
+    glyph its own slant and width (render_line's shape_rng); 0 keeps every earlier stream. oldstyle_share: the odds that a line with digits in a font offering
+    old-style figures (has_oldstyle_figures) draws them; 0 keeps every earlier stream. Shape, layout, glyphs
+    and figures draw from their own random streams."""
+    for name, share in (("handwriting_share", handwriting_share), ("glyph_share", glyph_share),
+                        ("oldstyle_share", oldstyle_share), ("glyph_shape_share", glyph_shape_share)):
         if share is not None and not 0.0 <= share <= 1.0:  # odds: outside [0, 1] would act as 0 or 1 silently
             raise ValueError(f"{name} is a probability between 0 and 1, not {share}")
+    if oldstyle_share > 0 and not _has_raqm():
+        raise RuntimeError("oldstyle_share needs Pillow with its raqm text layout (OpenType features); this "
+                           "Pillow has none: install a Pillow wheel from PyPI, which bundles it")
     rng = np.random.default_rng([seed, index])
     by_style = _fonts_by_style(tuple(fonts))
     if handwriting_share is not None and len(by_style) == 2:
@@ -624,7 +677,15 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     if glyph_odds > 0:
         glyph_rng = np.random.default_rng([seed, index, 3])
         glyph_rng = glyph_rng if glyph_rng.random() < glyph_odds else None
-    img = render_line(text, path, height=height, rng=rng, glyph_rng=glyph_rng)
+    shape_rng = None
+    if glyph_rng is not None and glyph_shape_share > 0:
+        shape_rng = np.random.default_rng([seed, index, 5])
+        shape_rng = shape_rng if shape_rng.random() < glyph_shape_share else None
+    features = None
+    if (oldstyle_share > 0 and any(c.isdigit() for c in text) and has_oldstyle_figures(str(path))
+            and np.random.default_rng([seed, index, 4]).random() < oldstyle_share):
+        features = ["onum"]
+    img = render_line(text, path, height=height, rng=rng, glyph_rng=glyph_rng, features=features, shape_rng=shape_rng)
     if warp_strength > 0:  # keeps the height
         img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
     lay_rng = np.random.default_rng([seed, index, 2])

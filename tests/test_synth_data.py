@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from scripts import synth_data as sd
 
@@ -254,7 +254,85 @@ def test_make_sample_glyph_share_draws_glyphs_on_their_own_and_keeps_the_stream(
     assert not np.array_equal(np.asarray(clean.resize(jittered.size)), np.asarray(jittered))
 
 
-@pytest.mark.parametrize("option", ["glyph_share", "handwriting_share"])
+def _oldstyle_font():
+    """A Debian font with old-style figures (fonts-open-sans, Carlito or FreeSerif; `setup_mlx.sh --fonts`)."""
+    found = [p for p, _ in sd.candidate_fonts() if sd.has_oldstyle_figures(p)]
+    if not found:
+        pytest.skip("no font with old-style figures installed (./setup_mlx.sh --fonts installs fonts-open-sans)")
+    return found[0]
+
+
+def test_oldstyle_figures_are_found_in_the_fonts_that_have_them_only():
+    assert sd.has_oldstyle_figures(_oldstyle_font())
+    assert not sd.has_oldstyle_figures(FALLBACK)  # DejaVu Sans has lining figures only
+    assert not sd.has_oldstyle_figures("/no/such/font.ttf")
+
+
+def test_make_sample_oldstyle_share_changes_the_digits_of_lines_that_have_them_only():
+    font = _oldstyle_font()
+    fonts = [(font, "printed")]
+    sample = lambda i, share, kind: sd.make_sample(i, 6, fonts, kinds=[kind], height=None, strength=0,
+                                                   oldstyle_share=share)
+    same = lambda a, b: a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    for i in range(6):
+        lining, row = sample(i, 0.0, "date")
+        oldstyle, row_o = sample(i, 1.0, "date")
+        assert row == row_o and any(c.isdigit() for c in row["text"])
+        assert not same(lining, oldstyle), row["text"]
+        assert same(lining, sd.make_sample(i, 6, fonts, kinds=["date"], height=None, strength=0)[0])  # 0 = before
+        words, _ = sample(i, 1.0, "words")  # no digits: drawn as before
+        assert same(words, sample(i, 0.0, "words")[0])
+    # the old-style 1 is shorter than the lining one: the figure itself changed, not only the layout
+    plain = sd.render_line("1111", font, height=None, rng=2)
+    onum = sd.render_line("1111", font, height=None, rng=2, features=["onum"])
+    ink_rows = lambda im: int(((np.asarray(im) < 128).any(axis=1)).sum())
+    assert ink_rows(onum) < 0.9 * ink_rows(plain)
+
+
+def test_shaped_glyph_keeps_its_origin_and_leans_about_the_baseline():
+    mask = Image.new("L", (40, 60), 0)
+    ImageDraw.Draw(mask).rectangle((10, 10, 20, 40), fill=255)  # a bar standing on the baseline y=40
+
+    class Fixed:  # the draws of _shaped: width factor, then shear
+        def __init__(self, sx, sh):
+            self.sx, self.sh = sx, sh
+
+        def uniform(self, a, b):
+            return self.sx
+
+        def normal(self, mean, sigma):
+            return self.sh
+
+    def columns(img, row):
+        xs = np.flatnonzero(np.asarray(img)[row] > 128)
+        return int(xs[0]), int(xs[-1])
+
+    same, origin, widen = sd._shaped(mask, (10, 40), Fixed(1.0, 0.0))
+    assert origin == (10, 40) and widen == 1.0 and np.array_equal(np.asarray(same)[:, :40], np.asarray(mask))
+    lean, origin, _ = sd._shaped(mask, (10, 40), Fixed(1.0, 0.25))
+    bottom, top = columns(lean, 39), columns(lean, 11)
+    assert bottom[0] - origin[0] in (-1, 0, 1)  # the foot stays at the origin
+    assert 6 <= top[0] - bottom[0] <= 8  # 0.25 x the 29 rows above: leans right
+    wide, origin, widen = sd._shaped(mask, (10, 40), Fixed(1.2, 0.0))
+    assert widen == 1.2 and origin == (12, 40) and columns(wide, 20) == (12, 24)
+
+
+def test_make_sample_glyph_shape_share_varies_glyph_lines_only_and_keeps_the_stream():
+    fonts = [(FALLBACK, "printed"), (FALLBACK, "handwriting")]
+    sample = lambda i, glyph, shape: sd.make_sample(i, 4, fonts, height=None, strength=0, glyph_share=glyph,
+                                                    glyph_shape_share=shape)
+    same = lambda a, b: a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    for i in range(12):
+        glyphs, row = sample(i, 1.0, 0.0)
+        shaped, row_s = sample(i, 1.0, 1.0)
+        assert row == row_s
+        if row["style"] == "handwriting":  # every handwriting line is drawn a glyph at a time at glyph_share 1
+            assert not same(glyphs, shaped), row["text"]
+        assert same(sample(i, 0.0, 0.0)[0], sample(i, 0.0, 1.0)[0])  # no glyph drawing: nothing to shape
+        assert same(glyphs, sd.make_sample(i, 4, fonts, height=None, strength=0, glyph_share=1.0)[0])
+
+
+@pytest.mark.parametrize("option", ["glyph_share", "handwriting_share", "oldstyle_share", "glyph_shape_share"])
 @pytest.mark.parametrize("share", [-0.1, 1.5])
 def test_make_sample_refuses_shares_outside_zero_one(option, share):
     with pytest.raises(ValueError, match=f"{option} is a probability between 0 and 1, not {share}"):

@@ -235,7 +235,7 @@ def test_batch_stream_close_with_renders_in_flight(manifest):
     assert stream.pool is None and not stream.pending
 
 
-@pytest.mark.parametrize("option", ["--glyph-share", "--handwriting-share"])
+@pytest.mark.parametrize("option", ["--glyph-share", "--handwriting-share", "--oldstyle-share", "--glyph-shape-share"])
 def test_share_options_refuse_numbers_outside_zero_one(option, capsys):
     with pytest.raises(SystemExit):
         T.build_parser().parse_args(["train", "--out", "x", "--synthetic", option, "1.5"])
