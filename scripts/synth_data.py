@@ -28,12 +28,14 @@ import argparse
 import csv
 import fnmatch
 import functools
+import hashlib
 import logging
 import math
 import multiprocessing
 import os
 import string
 import sys
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -165,11 +167,24 @@ def font_problem(font_path: str, chars: str = CHARSET) -> str | None:
     return f"missing or blank glyphs: {required}" if required else None
 
 
-@functools.lru_cache(maxsize=None)
-def _has_raqm() -> bool:
-    from PIL import features
-
-    return bool(features.check("raqm"))
+def _oldstyle_digit_glyphs(tt: TTFont) -> dict[str, str]:
+    """{lining digit glyph: its old-style figure} from the font's OpenType 'onum' single substitutions."""
+    if "GSUB" not in tt or not tt["GSUB"].table.FeatureList or not tt["GSUB"].table.LookupList:
+        return {}
+    gsub = tt["GSUB"].table
+    cmap = tt.getBestCmap() or {}
+    digits = {cmap[c] for c in range(ord("0"), ord("9") + 1) if c in cmap}
+    mapping: dict[str, str] = {}
+    for record in gsub.FeatureList.FeatureRecord:
+        if record.FeatureTag != "onum":
+            continue
+        for i in record.Feature.LookupListIndex:
+            for sub in gsub.LookupList.Lookup[i].SubTable:
+                sub = getattr(sub, "ExtSubTable", sub)  # extension lookups wrap the real one
+                for src, dst in (getattr(sub, "mapping", None) or {}).items():  # single substitutions only
+                    if src in digits:
+                        mapping.setdefault(src, dst)
+    return mapping
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,11 +194,35 @@ def has_oldstyle_figures(font_path: str) -> bool:
     by default. make_sample's oldstyle_share draws them."""
     try:
         with TTFont(font_path, lazy=True, fontNumber=0) as tt:
-            gsub = tt["GSUB"].table if "GSUB" in tt else None
-            return bool(gsub and gsub.FeatureList
-                        and any(r.FeatureTag == "onum" for r in gsub.FeatureList.FeatureRecord))
+            return bool(_oldstyle_digit_glyphs(tt))
     except Exception:  # unreadable: font_problem says why elsewhere; no old-style figures from it
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def oldstyle_font_file(font_path: str) -> str:
+    """A copy of the font whose character map points the digits at its old-style figures, in the temporary
+    folder: any Pillow draws it, where OpenType features need the raqm layout that not every Pillow has
+    (the GPU machine's has none). Written once per font and process-safely (atomic rename)."""
+    src = Path(font_path)
+    stat = src.stat()
+    ident = f"{src.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    key = f"{src.stem}-{hashlib.sha1(ident).hexdigest()[:12]}{src.suffix}"  # str hash() differs per process
+    out = Path(tempfile.gettempdir()) / "trocr-oldstyle-fonts" / key
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with TTFont(font_path, fontNumber=0, recalcTimestamp=False) as tt:
+            mapping = _oldstyle_digit_glyphs(tt)
+            if not mapping:
+                raise ValueError(f"{font_path}: no old-style figures (OpenType 'onum') to draw")
+            for table in tt["cmap"].tables:
+                for code in range(ord("0"), ord("9") + 1):
+                    if table.cmap.get(code) in mapping:
+                        table.cmap[code] = mapping[table.cmap[code]]
+            tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp{out.suffix}")
+            tt.save(tmp)
+        os.replace(tmp, out)
+    return str(out)
 
 
 def fit_text(text: str, missing: str) -> str | None:
@@ -293,20 +332,18 @@ def _shaped(mask: Image.Image, origin: tuple[int, int], rng: np.random.Generator
 
 
 def _draw_glyphs(canvas: Image.Image, x: float, baseline: float, word: str, font_path: str, size: int, ink: int,
-                 stroke: int, rng: np.random.Generator, features: list[str] | None = None,
-                 shape_rng: np.random.Generator | None = None) -> float:
+                 stroke: int, rng: np.random.Generator, shape_rng: np.random.Generator | None = None) -> float:
     """Draws `word` one character at a time, each with its own size (±15%), baseline shift, tilt (about ±5°)
     and advance: the glyph-to-glyph variation of a person's hand, which no font has and which the unseen
     handwriting of the evaluation defeats; with `shape_rng` also its own slant and width (_shaped).
     Returns the x after the word."""
     for ch in word:
         font = _load_font(font_path, max(8, int(round(size * rng.uniform(0.85, 1.15)))))
-        left, top, right, bottom = font.getbbox(ch, anchor="ls", stroke_width=stroke, features=features)
+        left, top, right, bottom = font.getbbox(ch, anchor="ls", stroke_width=stroke)
         pad = max(2, size // 4)  # room for the tilt
         origin = (pad - left, pad - top)
         mask = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-        ImageDraw.Draw(mask).text(origin, ch, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255,
-                                  features=features)
+        ImageDraw.Draw(mask).text(origin, ch, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255)
         angle = float(np.clip(rng.normal(0.0, 2.5), -6.0, 6.0))
         if abs(angle) > 0.5:
             mask = mask.rotate(angle, resample=Image.BICUBIC, center=origin)
@@ -315,12 +352,12 @@ def _draw_glyphs(canvas: Image.Image, x: float, baseline: float, word: str, font
             mask, origin, widen = _shaped(mask, origin, shape_rng)
         dy = float(np.clip(rng.normal(0.0, 0.04 * size), -0.1 * size, 0.1 * size))
         canvas.paste(ink, (int(round(x - origin[0])), int(round(baseline + dy - origin[1]))), mask)
-        x += font.getlength(ch, features=features) * rng.uniform(0.9, 1.12) * widen
+        x += font.getlength(ch) * rng.uniform(0.9, 1.12) * widen
     return x
 
 
 def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = None,
-                glyph_rng: Rng = None, features: list[str] | None = None, shape_rng: Rng = None) -> Image.Image:
+                glyph_rng: Rng = None, shape_rng: Rng = None) -> Image.Image:
     """`text` as a grayscale field crop: dark ink on light paper, cropped tightly left and right.
 
     Random font size, ink and paper shade, word-level baseline jitter and spacing, sometimes a heavier
@@ -330,8 +367,7 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     With `glyph_rng` each character is drawn on its own with that stream's size, baseline, tilt and
     spacing (_draw_glyphs), and with `shape_rng` as well its own slant and width; `rng`'s draws are the same
     either way. Resized to `height` pixels (None keeps
-    the render size). `features`: OpenType features for every glyph (['onum']: old-style figures; needs
-    Pillow's raqm layout, which its wheels bundle)."""
+    the render size)."""
     rng = np.random.default_rng(rng)
     size = int(rng.integers(28, 56))
     font = _load_font(str(font_path), size)
@@ -343,7 +379,7 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     jitter = 0.04 * size if rng.random() < 0.7 else 0.0
     space = font.getlength(" ") * rng.uniform(0.8, 1.5)
     words = text.split(" ")
-    lengths = [font.getlength(w, features=features) for w in words]
+    lengths = [font.getlength(w) for w in words]
 
     margin = 2 * size  # room for swashes that reach past a glyph's advance
     stretch = 1.0 if glyph_rng is None else 1.3 if shape_rng is None else 1.6  # _draw_glyphs' larger glyphs
@@ -357,12 +393,11 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     for word, length in zip(words, lengths):
         dy = float(np.clip(rng.normal(0.0, jitter), -2 * jitter, 2 * jitter)) if jitter else 0.0
         if glyph_rng is None:
-            draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink,
-                      features=features)
+            draw.text((x, margin + dy), word, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
             x += length + space
         else:
             x = _draw_glyphs(canvas, x, baseline + dy, word, str(font_path), size, ink, stroke, glyph_rng,
-                             features, shape_rng) + space
+                             shape_rng) + space
 
     ink_box = _ink_box(canvas, paper)
     left, ink_top, right, ink_bottom = ink_box or (margin, margin, int(x), margin + band_bottom)
@@ -652,9 +687,6 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
                         ("oldstyle_share", oldstyle_share), ("glyph_shape_share", glyph_shape_share)):
         if share is not None and not 0.0 <= share <= 1.0:  # odds: outside [0, 1] would act as 0 or 1 silently
             raise ValueError(f"{name} is a probability between 0 and 1, not {share}")
-    if oldstyle_share > 0 and not _has_raqm():
-        raise RuntimeError("oldstyle_share needs Pillow with its raqm text layout (OpenType features); this "
-                           "Pillow has none: install a Pillow wheel from PyPI, which bundles it")
     rng = np.random.default_rng([seed, index])
     by_style = _fonts_by_style(tuple(fonts))
     if handwriting_share is not None and len(by_style) == 2:
@@ -681,11 +713,11 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     if glyph_rng is not None and glyph_shape_share > 0:
         shape_rng = np.random.default_rng([seed, index, 5])
         shape_rng = shape_rng if shape_rng.random() < glyph_shape_share else None
-    features = None
+    drawn_in = path
     if (oldstyle_share > 0 and any(c.isdigit() for c in text) and has_oldstyle_figures(str(path))
             and np.random.default_rng([seed, index, 4]).random() < oldstyle_share):
-        features = ["onum"]
-    img = render_line(text, path, height=height, rng=rng, glyph_rng=glyph_rng, features=features, shape_rng=shape_rng)
+        drawn_in = oldstyle_font_file(str(path))
+    img = render_line(text, drawn_in, height=height, rng=rng, glyph_rng=glyph_rng, shape_rng=shape_rng)
     if warp_strength > 0:  # keeps the height
         img = warp(img, np.random.default_rng([seed, index, 1]), warp_strength)
     lay_rng = np.random.default_rng([seed, index, 2])

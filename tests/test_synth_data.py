@@ -283,10 +283,16 @@ def test_make_sample_oldstyle_share_changes_the_digits_of_lines_that_have_them_o
         words, _ = sample(i, 1.0, "words")  # no digits: drawn as before
         assert same(words, sample(i, 0.0, "words")[0])
     # the old-style 1 is shorter than the lining one: the figure itself changed, not only the layout
+    copy = sd.oldstyle_font_file(font)
+    assert copy != font and sd.oldstyle_font_file(font) == copy and sd.font_missing(copy) == sd.font_missing(font)
     plain = sd.render_line("1111", font, height=None, rng=2)
-    onum = sd.render_line("1111", font, height=None, rng=2, features=["onum"])
+    onum = sd.render_line("1111", copy, height=None, rng=2)
     ink_rows = lambda im: int(((np.asarray(im) < 128).any(axis=1)).sum())
     assert ink_rows(onum) < 0.9 * ink_rows(plain)
+    letters = lambda path: sd.render_line("Calle", path, height=None, rng=2)
+    assert np.array_equal(np.asarray(letters(font)), np.asarray(letters(copy)))  # only the digits change
+    with pytest.raises(ValueError, match="no old-style figures"):
+        sd.oldstyle_font_file(FALLBACK)
 
 
 def test_shaped_glyph_keeps_its_origin_and_leans_about_the_baseline():
