@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 _RUN_IDS = count(1)
-CUDA_SAFE_WORKERS = 4  # MLX processes sharing one NVIDIA GPU that ran without crashing (resolve_workers)
+CUDA_SAFE_WORKERS = 6  # MLX processes sharing one NVIDIA GPU that ran, with gpu_memory_share (resolve_workers)
 
 
 def default_workers(device: Optional[str] = None) -> int:
     """`--workers auto`: 2 on an NVIDIA GPU (measured on the H200: 2 processes give 1.76x one process at
     batch 32, 1.86x at batch 64 and 1.30x at batch 128; 4 give 2.50x at batch 32 and 3.24x at batch 64, but
-    crashed once of twice at batch 128, and 6 or 8 crashed every time); 1 on a CPU and on
+    crashed once of twice at batch 128 before gpu_memory_share, and 6 or 8 every time; with the share 6 ran,
+    only 1.08x faster than 4, and 8 did not finish); 1 on a CPU and on
     Apple silicon, where it has not been measured to help (BENCHMARKS.md: on a busy 2-core CPU 2 workers gave
     1.7x, with other jobs competing for the cores)."""
     return 2 if _on_nvidia_gpu(device) else 1
@@ -58,9 +59,10 @@ def resolve_workers(workers) -> int:
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {n}")
     if n > CUDA_SAFE_WORKERS and _on_nvidia_gpu():
-        warnings.warn(f"{n} MLX processes on one NVIDIA GPU: on the H200, 6 and 8 crashed every time with "
-                      f"'illegal memory access' (MLX 0.32.4; BENCHMARKS.md, 2026-12-03), which fails every row "
-                      f"of their chunks; {CUDA_SAFE_WORKERS} or fewer ran", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{n} MLX processes on one NVIDIA GPU: on the H200 (MLX 0.32.4; BENCHMARKS.md, 2026-12-03) "
+                      f"8 did not finish 1,024 lines in 4 minutes even with each process's memory share, and "
+                      f"without it 6 and 8 crashed with 'illegal memory access'; {CUDA_SAFE_WORKERS} or fewer ran",
+                      RuntimeWarning, stacklevel=2)
     return n
 
 
