@@ -13,7 +13,8 @@ target share of the wrong fields (default 90%) is flagged. A model without one g
 results.json and on the console), and `--flag-threshold` overrides T.
 
 Some readings are wrong whatever the score says: `implausible_reading` names them (a number written with
-its thousands separator also before its last one or two digits), and the form pipeline flags them too.
+its thousands separator also before its last one or two digits; a number with a letter that looks like a
+digit in its middle, as `2I/09/2005`), and the form pipeline flags them too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,25 @@ CALIBRATION_FILE = "calibration.json"
 # group), so one separator was misread, and the model's confidence in such readings can still be high.
 _MISREAD_NUMBER = re.compile(r"(?<![\d.,])\d{1,3}([.,])\d{3}(?:\1\d{3})*\1\d{1,2}(?!\d)")
 
+# Letters that stand for digits when misread (old-style figures: 1 like I, 0 like o; 5 like S; 2 like Z).
+_DIGIT_LOOKALIKES = frozenset("IlOoSsZz")
+
+
+def _lookalike_in_number(token: str) -> Optional[str]:
+    """The look-alike letter of `token` when it is a number (3+ digits, otherwise only such letters and
+    separators) with that letter before a digit, at its start or after a digit: `8-IO26-I27I`, `O8-08-75`,
+    `2I/09/2005`. Not a suffix letter before a dash or at the end (Bogotá's `# 4S-66`, `108S`), nor a token
+    with any other letter (`Z3I-471-VY5`, e-mails, words)."""
+    bare = re.sub(r"[-/.,()+$#]", "", token)
+    if sum(c.isdigit() for c in bare) < 3 or not all(c.isdigit() or c in _DIGIT_LOOKALIKES for c in bare):
+        return None
+    for part in re.split(r"-+", re.sub(r"[/.,()+$#]", "", token)):  # a dash may follow a suffix letter
+        for i, c in enumerate(part):
+            if (c in _DIGIT_LOOKALIKES and (i == 0 or part[i - 1].isdigit()) and i + 1 < len(part)
+                    and part[i + 1].isdigit()):
+                return c
+    return None
+
 
 def implausible_reading(text: Optional[str]) -> Optional[str]:
     """Why `text` cannot be a right reading of a form field, or None when nothing says so."""
@@ -44,6 +64,10 @@ def implausible_reading(text: Optional[str]) -> Optional[str]:
     if match:
         return (f"number {match.group(0)!r} uses {match.group(1)!r} both to group thousands and before its "
                 f"last digits: a separator was misread")
+    for token in (text or "").split():
+        letter = _lookalike_in_number(token)
+        if letter:
+            return f"number {token!r} has the letter {letter!r} among its digits: a digit was read as a letter"
     return None
 
 

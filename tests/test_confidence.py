@@ -158,3 +158,17 @@ def test_implausible_reading_names_numbers_with_one_separator_for_two_jobs(text,
     assert bool(reason) == doubtful
     if doubtful:
         assert "misread" in reason
+
+
+@pytest.mark.parametrize("text,letter", [
+    ("8-IO26-I27I", "I"), ("S3672I86", "S"), ("O8-08-75", "O"), ("2I/09/2005", "I"), ("0Z90933366", "Z"),
+    ("Avenida 8 N° 46S2", "S"), ("Tel. 3l0-555-1234", "l"), ("$ 1.2O0.000", "O"),
+    # right readings that must pass: Bogotá suffix letters, plates and ids with other letters, words, e-mails
+    ("Calle 50R # 3I-85 Sur", None), ("Cl. 4P Sur # 77I-20", None), ("TR. 108S # 70-8 SUR", None),
+    ("DIAGONAL 66 # 4S-66", None), ("Z3I-471-VY5", None), ("ZO-507194", None), ("ozamengo65@hotmail.com", None),
+    ("9FrstUrBOly3yYq-l3", None), ("Solo 10 sillas", None), ("1O", None), ("21/05/2005", None), ("", None)])
+def test_implausible_reading_names_numbers_with_a_digit_read_as_a_letter(text, letter):
+    reason = C.implausible_reading(text)
+    assert (reason is None) == (letter is None), reason
+    if letter:
+        assert f"the letter {letter!r} among its digits" in reason
