@@ -114,6 +114,37 @@ def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     return folder
 
 
+def average_models(srcs: Sequence, dst, dtype: Optional[str] = "float16") -> Path:
+    """A model whose every weight is the mean of the same weight in `srcs` (a "model soup": runs fine-tuned
+    from one model often average into one that keeps what each learnt). The models must share their
+    architecture. The first one's processor and decoding settings are copied, not its calibration: the
+    soup's scores are its own (scripts/calibrate_confidence.py --write)."""
+    from scripts.mlx_models import load_model
+
+    if len(srcs) < 2:
+        raise ValueError(f"average needs two or more model folders, got {len(srcs)}")
+    def flat_config(d: dict, prefix: str = "") -> dict:  # {"decoder.decoder_ffn_dim": 1024, ...}
+        out = {}
+        for k, v in d.items():
+            out.update(flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    models = [load_model(Path(s)) for s in srcs]
+    first = flat_config(models[0].config.hf_config)
+    for src, model in zip(srcs[1:], models[1:]):
+        other = flat_config(model.config.hf_config)
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if diff:
+            raise ValueError(f"{src} has another architecture than {srcs[0]} (config differs in {diff}): "
+                             f"only models of one shape can be averaged")
+    flats = [dict(tree_flatten(m.parameters())) for m in models]
+    mean = {k: sum(f[k].astype(mx.float32) for f in flats) / len(flats) for k in flats[0]}
+    src = Path(srcs[0])
+    gen = read_generation_config(src)
+    return write_model_folder(dst, models[0].config, mean, src / "processor", dtype=dtype,
+                              max_length=gen.get("max_length", 64), generation=gen)
+
+
 def export_hf(src, dst) -> Path:
     """Our MLX model folder -> a transformers checkpoint folder, written by the installed transformers' own
     save_pretrained (model, generation config, TrOCRProcessor): the layout a transformers fine-tune has.
@@ -977,6 +1008,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-mlx", help="copy a checkpoint/model folder as a shippable MLX model (fp16, sharded)")
     e.add_argument("src"), e.add_argument("dst")
     e.add_argument("--dtype", choices=list(DTYPES), default="float16")
+    a = sub.add_parser("average", help="average the weights of models of one architecture (a model soup), e.g. "
+                       "a model and a run fine-tuned from it")
+    a.add_argument("srcs", nargs="+", metavar="MODEL", help="MLX model folders (two or more)")
+    a.add_argument("--out", required=True, help="folder for the averaged model (then: calibrate_confidence.py --write)")
+    a.add_argument("--dtype", choices=list(DTYPES), default="float16")
     h = sub.add_parser("export-hf", help="write a transformers checkpoint (VisionEncoderDecoderModel + processor files)")
     h.add_argument("src", help="MLX model folder (models/mlx/default, RUN/best, RUN/last)")
     h.add_argument("dst", help="output folder for VisionEncoderDecoderModel.from_pretrained")
@@ -993,6 +1029,8 @@ def main(argv=None) -> int:
             train(args)
         elif args.command == "export-mlx":
             print(export_mlx(args.src, args.dst, dtype=args.dtype))
+        elif args.command == "average":
+            print(average_models(args.srcs, args.out, dtype=args.dtype))
         elif args.command == "export-hf":
             print(export_hf(args.src, args.dst))
     except (FileNotFoundError, ValueError) as e:

@@ -341,3 +341,33 @@ def test_runs_and_exports_keep_the_init_models_decoding_settings(trained, manife
         assert saved["num_beams"] == 3 and saved["length_penalty"] == 1.0, folder
         assert saved["max_length"] == 40 and saved["decoder_start_token_id"] == gen["decoder_start_token_id"]
     assert "num_beams" not in json.loads((trainer.save_model(tmp_path / "plain") / "generation_config.json").read_text())
+
+
+def test_average_gives_the_mean_of_each_weight_and_refuses_other_shapes(trained, tmp_path, capsys):
+    from mlx.utils import tree_flatten
+
+    from scripts.mlx_models import load_model
+
+    trainer, _, out = trained
+    trainer.save_model(out / "best")
+    a = T.export_mlx(out / "best", tmp_path / "a", dtype="float32")
+    fresh = new_trainer(tmp_path / "fresh")  # same architecture, other (random) weights
+    fresh.save_model(tmp_path / "fresh" / "m")
+    b = T.export_mlx(tmp_path / "fresh" / "m", tmp_path / "b", dtype="float32")
+    soup = T.average_models([a, b], tmp_path / "soup", dtype="float32")
+    wa, wb, ws = (dict(tree_flatten(load_model(p).parameters())) for p in (a, b, soup))
+    assert ws.keys() == wa.keys()
+    assert any(not np.allclose(np.array(wa[k]), np.array(wb[k])) for k in wa)
+    for k in wa:
+        np.testing.assert_allclose(np.array(ws[k]), (np.array(wa[k]) + np.array(wb[k])) / 2, rtol=1e-6, atol=1e-7)
+    same = T.average_models([a, a], tmp_path / "same", dtype="float32")
+    assert all(np.array_equal(np.array(v), np.array(wa[k])) for k, v in tree_flatten(load_model(same).parameters()))
+    assert (soup / "processor").is_dir() and not (soup / "calibration.json").exists()
+    other = T.build_parser().parse_args(["train", "--out", str(tmp_path / "wide"), "--arch", "tiny", "--decoder-ffn", "96"])
+    model, processor_dir, _ = T.build_model(other)
+    T.Trainer(model, processor_dir, lr=1e-3, warmup=1, total_steps=2, seed=0).save_model(tmp_path / "wide" / "m")
+    assert T.main(["average", str(a), str(tmp_path / "wide" / "m"), "--out", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "another architecture" in err and "decoder_ffn_dim" in err and str(tmp_path / "wide" / "m") in err
+    assert T.main(["average", str(a), "--out", str(tmp_path / "one")]) == 1
+    assert "two or more model folders" in capsys.readouterr().err
