@@ -114,6 +114,14 @@ def export_mlx(src, dst, dtype: Optional[str] = "float16") -> Path:
     return folder
 
 
+def _flat_config(d: dict, prefix: str = "") -> dict:
+    """A nested config.json as one level: {"decoder.decoder_ffn_dim": 1024, ...}."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def average_models(srcs: Sequence, dst, dtype: Optional[str] = "float16") -> Path:
     """A model whose every weight is the mean of the same weight in `srcs` (a "model soup": runs fine-tuned
     from one model often average into one that keeps what each learnt). The models must share their
@@ -123,16 +131,10 @@ def average_models(srcs: Sequence, dst, dtype: Optional[str] = "float16") -> Pat
 
     if len(srcs) < 2:
         raise ValueError(f"average needs two or more model folders, got {len(srcs)}")
-    def flat_config(d: dict, prefix: str = "") -> dict:  # {"decoder.decoder_ffn_dim": 1024, ...}
-        out = {}
-        for k, v in d.items():
-            out.update(flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
     models = [load_model(Path(s)) for s in srcs]
-    first = flat_config(models[0].config.hf_config)
+    first = _flat_config(models[0].config.hf_config)
     for src, model in zip(srcs[1:], models[1:]):
-        other = flat_config(model.config.hf_config)
+        other = _flat_config(model.config.hf_config)
         diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
         if diff:
             raise ValueError(f"{src} has another architecture than {srcs[0]} (config differs in {diff}): "

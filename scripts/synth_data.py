@@ -366,8 +366,7 @@ def render_line(text: str, font_path: str, height: int | None = 64, rng: Rng = N
     except for INK_TIGHT_SHARE of lines, cut at their ink (0-20% margin) as trimmed field crops are.
     With `glyph_rng` each character is drawn on its own with that stream's size, baseline, tilt and
     spacing (_draw_glyphs), and with `shape_rng` as well its own slant and width; `rng`'s draws are the same
-    either way. Resized to `height` pixels (None keeps
-    the render size)."""
+    either way. Resized to `height` pixels (None keeps the render size)."""
     rng = np.random.default_rng(rng)
     size = int(rng.integers(28, 56))
     font = _load_font(str(font_path), size)
@@ -680,9 +679,9 @@ def make_sample(index: int, seed: int, fonts: Sequence[tuple[str, str]], kinds: 
     whole boxes) and degraded like a scan. glyph_share: the odds that a handwriting line is drawn a
     character at a time with per-glyph variation (render_line's glyph_rng; a third of that for printed
     lines); 0 keeps every earlier stream. glyph_shape_share: the odds that such a line also gives each
-    glyph its own slant and width (render_line's shape_rng); 0 keeps every earlier stream. oldstyle_share: the odds that a line with digits in a font offering
-    old-style figures (has_oldstyle_figures) draws them; 0 keeps every earlier stream. Shape, layout, glyphs
-    and figures draw from their own random streams."""
+    glyph its own slant and width (render_line's shape_rng). oldstyle_share: the odds that a line with
+    digits in a font offering old-style figures (has_oldstyle_figures) draws them. Both 0 keep every
+    earlier stream. Shape, layout, glyphs and figures draw from their own random streams."""
     for name, share in (("handwriting_share", handwriting_share), ("glyph_share", glyph_share),
                         ("oldstyle_share", oldstyle_share), ("glyph_shape_share", glyph_shape_share)):
         if share is not None and not 0.0 <= share <= 1.0:  # odds: outside [0, 1] would act as 0 or 1 silently
